@@ -1,0 +1,80 @@
+//! The component trait: what users implement.
+
+use std::fmt;
+
+use crate::ctx::Ctx;
+use crate::message::Message;
+
+/// Why a handler failed. The message is bounced `HandlerFailed` to its sender
+/// (or dropped and counted if it was a reply, publish or bounce) and every effect
+/// the handler buffered in its [`Ctx`] is discarded.
+///
+/// Any `std::error::Error` converts into it, so `?` works in handlers.
+pub struct HandlerError(Box<dyn std::error::Error + Send + Sync + 'static>);
+
+impl HandlerError {
+    /// An error from a message for people.
+    pub fn msg(text: impl Into<String>) -> HandlerError {
+        HandlerError(text.into().into())
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for HandlerError {
+    fn from(error: E) -> HandlerError {
+        HandlerError(Box::new(error))
+    }
+}
+
+impl fmt::Debug for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// What handlers return.
+pub type HandlerResult = Result<(), HandlerError>;
+
+/// User code that handles messages. Plain synchronous Rust: the node calls one
+/// handler at a time, so a component owns its state without locks.
+///
+/// Everything a handler does to the outside world goes through [`Ctx`] and takes
+/// effect when the handler returns `Ok`; if it returns `Err` or panics, none of it
+/// does. A panic also replaces the component with a fresh instance from its
+/// factory (its fields are lost; [`Ctx::env`] is kept), cancels its timers and
+/// calls [`Component::start`] again.
+pub trait Component {
+    /// The names routed to this component. Read once, when it is added to a node.
+    fn handles(&self) -> &[&str] {
+        &[]
+    }
+
+    /// Called when the node starts, and after every restart.
+    fn start(&mut self, ctx: &mut Ctx<'_>) -> HandlerResult {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Handles one message: a send or request for a name in [`Component::handles`],
+    /// a publish it subscribed to, or a reply or bounce to something it sent.
+    fn handle(&mut self, ctx: &mut Ctx<'_>, message: &Message) -> HandlerResult;
+
+    /// A timer set with [`Ctx::set_timer`] fired.
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>, token: u64) -> HandlerResult {
+        let _ = (ctx, token);
+        Ok(())
+    }
+
+    /// Called once when the node shuts down.
+    fn stop(&mut self, ctx: &mut Ctx<'_>) {
+        let _ = ctx;
+    }
+}
+
+/// Makes fresh instances of a component: at start and after each restart.
+pub type Factory = Box<dyn FnMut() -> Box<dyn Component>>;

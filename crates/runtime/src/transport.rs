@@ -1,0 +1,41 @@
+//! The transport SPI: how drivers carry a node's frames to other nodes.
+//!
+//! The node never calls a transport; it hands out [`Transmit`]s. A driver gives
+//! each to its transport and feeds failures back through
+//! [`crate::Node::handle_transmit_error`], where they become bounces or counted
+//! drops. The in-memory network ([`crate::mem`]) and the ZeroMQ transport in
+//! `container/` implement it.
+
+use bytes::Bytes;
+
+use crate::ids::NodeId;
+use crate::time::Time;
+
+/// Frames for another node: the encoded header and the payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// The node to carry them to.
+    pub to: NodeId,
+    /// An encoded `exchange.v1.Envelope`.
+    pub header: Bytes,
+    /// The payload, untouched.
+    pub payload: Bytes,
+}
+
+/// Why a transport could not carry a [`Transmit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransmitError {
+    /// The queue toward the peer is full (ZeroMQ `EAGAIN`). Bounces `Overloaded`.
+    #[error("the queue toward the peer is full")]
+    WouldBlock,
+    /// The peer is not connected or not known (ZeroMQ `EHOSTUNREACH`). Bounces `NoHandler`.
+    #[error("the peer is unreachable")]
+    Unreachable,
+}
+
+/// Carries frames between nodes.
+pub trait Transport {
+    /// Hands `transmit` to the network at `now`; on failure gives it back with why.
+    fn transmit(&mut self, now: Time, transmit: Transmit) -> Result<(), (Transmit, TransmitError)>;
+}
