@@ -75,6 +75,7 @@ mod node;
 mod router;
 pub mod stats;
 mod time;
+pub mod trace;
 mod transport;
 
 pub use component::{Component, Factory, HandlerError, HandlerResult};

@@ -1,0 +1,148 @@
+//! Small components and helpers shared by the runtime's scenario tests.
+#![allow(dead_code, unreachable_pub)]
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use exchange_idl::kv::v1::{Get, GetReply};
+use exchange_runtime::{
+    BounceReason, Component, ComponentLimits, CorrelationId, Ctx, HandlerResult, Kind, Message,
+    NoStopwatch, Node, NodeConfig, NodeId, Time,
+};
+
+/// What a component saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub name: String,
+    pub kind: Kind,
+    pub bounce: Option<BounceReason>,
+    pub correlation: Option<CorrelationId>,
+    pub at: Time,
+}
+
+pub type Log = Rc<RefCell<Vec<Seen>>>;
+
+pub fn log() -> Log {
+    Rc::new(RefCell::new(Vec::new()))
+}
+
+fn record(log: &Log, ctx: &Ctx<'_>, message: &Message) {
+    log.borrow_mut().push(Seen {
+        name: message.name().to_owned(),
+        kind: message.kind(),
+        bounce: message.bounce_reason(),
+        correlation: message.correlation(),
+        at: ctx.now(),
+    });
+}
+
+/// Handles `names`, records every message, and replies to requests if `reply`.
+pub struct Recorder {
+    pub names: &'static [&'static str],
+    pub log: Log,
+    pub reply: bool,
+}
+
+impl Component for Recorder {
+    fn handles(&self) -> &[&str] {
+        self.names
+    }
+    fn handle(&mut self, ctx: &mut Ctx<'_>, message: &Message) -> HandlerResult {
+        record(&self.log, ctx, message);
+        if self.reply && message.kind() == Kind::Request {
+            ctx.reply(&GetReply {
+                found: true,
+                value: vec![],
+                version: 1,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// What a [`Starter`] does when it starts.
+#[derive(Clone, Debug)]
+pub enum Action {
+    Send(&'static str),
+    Request(&'static str, Duration),
+    Publish(&'static str),
+    Subscribe(&'static str),
+}
+
+/// Performs its actions at start and records everything it gets back.
+pub struct Starter {
+    pub actions: Vec<Action>,
+    pub log: Log,
+}
+
+impl Component for Starter {
+    fn start(&mut self, ctx: &mut Ctx<'_>) -> HandlerResult {
+        let get = Get { key: "k".into() };
+        for action in &self.actions {
+            match action {
+                Action::Send(name) => ctx.send(name, &get),
+                Action::Request(name, timeout) => {
+                    ctx.request(name, &get, *timeout);
+                }
+                Action::Publish(name) => ctx.publish(name, &get),
+                Action::Subscribe(name) => ctx.subscribe(name),
+            }
+        }
+        Ok(())
+    }
+    fn handle(&mut self, ctx: &mut Ctx<'_>, message: &Message) -> HandlerResult {
+        record(&self.log, ctx, message);
+        Ok(())
+    }
+}
+
+pub fn limits(mailbox_len_max: usize) -> ComponentLimits {
+    ComponentLimits {
+        mailbox_len_max,
+        ..ComponentLimits::default()
+    }
+}
+
+pub fn node(id: u64) -> Node {
+    Node::new(
+        NodeId(id),
+        &format!("node{id}"),
+        NodeConfig {
+            seed: 7,
+            ..NodeConfig::default()
+        },
+    )
+}
+
+pub const T0: Time = Time::from_micros(1_000_000);
+
+/// Runs the node at `now` until nothing is queued (bounded).
+pub fn settle(node: &mut Node, now: Time) {
+    for _ in 0..10_000 {
+        if node.poll_timeout().is_some_and(|t| t <= now) {
+            node.handle_timeout(now);
+        }
+        if node.run(now, &mut NoStopwatch) == 0 {
+            return;
+        }
+    }
+    panic!("node did not settle in 10000 turns");
+}
+
+/// Every component's counters add up: accepted = handled + bounced + dropped + queued.
+pub fn assert_accounted(node: &Node) {
+    for (id, name, stats) in node.components() {
+        let ended = stats.handled + stats.outcomes.bounced_total() + stats.outcomes.dropped_total();
+        assert_eq!(
+            stats.accepted,
+            ended + node.queue_len(id) as u64,
+            "component {name}: accepted {} != handled {} + bounced {} + dropped {} + queued {}",
+            stats.accepted,
+            stats.handled,
+            stats.outcomes.bounced_total(),
+            stats.outcomes.dropped_total(),
+            node.queue_len(id)
+        );
+    }
+}
