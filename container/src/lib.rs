@@ -1,1 +1,23 @@
-//! todo
+//! The exchange container: the only crate that touches sockets, clocks and
+//! threads. It reads config, builds nodes from registered component kinds, and
+//! drives them: `exchange dev` over the in-memory network in one process (and,
+//! with the transport issue, `exchange run` over ZeroMQ).
+//!
+//! Hosting your own components: register their kinds in a
+//! [`registry::Registry`] and call [`cli::main`] from your binary.
+//!
+//! ```
+//! let registry = exchange_container::registry::example_registry();
+//! assert_eq!(registry.known(), ["feed", "loadgen", "store"]);
+//! let app = exchange_container::config::load(None, &registry).unwrap();
+//! assert_eq!(app.components.len(), 3);
+//! ```
+
+#![deny(missing_docs)]
+
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod dev;
+pub mod registry;
+pub mod report;

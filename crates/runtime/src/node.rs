@@ -874,6 +874,9 @@ impl Node {
             return self.refuse_at_node(message, BounceReason::NoHandler, "no such component");
         };
         slot.stats.accepted += 1;
+        if let Some(bounce) = &message.header.bounce {
+            slot.stats.returned.bounce(bounce.reason);
+        }
         let is_response = matches!(message.header.kind, Kind::Reply | Kind::Bounce)
             && message.header.correlation.0 != 0;
         if is_response {
@@ -1001,6 +1004,7 @@ impl Node {
         };
         let slot = &mut self.slots[pending.component.index()];
         slot.stats.accepted += 1;
+        slot.stats.returned.bounce(BounceReason::Expired);
         slot.mailbox.push_unbounded(Message {
             header,
             payload: Bytes::new(),
@@ -1111,6 +1115,7 @@ impl Node {
                 handler_p50_ns: slot.stats.handler_ns_at(0.5),
                 handler_p99_ns: slot.stats.handler_ns_at(0.99),
                 timers_fired: slot.stats.timers_fired,
+                returned: slot.stats.returned.bounced(),
             })
             .collect();
         control::NodeStatus {

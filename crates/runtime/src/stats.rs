@@ -149,6 +149,9 @@ pub struct ComponentStats {
     pub timers_fired: u64,
     /// Messages sent to no subscriber (publishes nobody heard; not a loss).
     pub published_unheard: u64,
+    /// Bounces this component received for what it sent, by reason (counted in
+    /// `accepted` like any message; this says why they came back).
+    pub returned: Outcomes,
     handler_ns: Histogram<u64>,
 }
 
@@ -161,6 +164,7 @@ impl Default for ComponentStats {
             restarts: 0,
             timers_fired: 0,
             published_unheard: 0,
+            returned: Outcomes::default(),
             handler_ns: Histogram::new_with_bounds(1, 60_000_000_000, 2)
                 .expect("static histogram bounds are valid"),
         }

@@ -1,0 +1,142 @@
+//! The `exchange` command line.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use exchange_runtime::mem::LinkModel;
+
+use crate::config;
+use crate::dev::{self, DevOptions};
+use crate::registry::Registry;
+
+/// A single-threaded actor component container in the ZeroMQ style.
+#[derive(Debug, Parser)]
+#[command(name = "exchange", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run every component of an app in one process, each in its own node on an
+    /// in-memory network: the same envelope, routing, limits and traces as production.
+    Dev(DevArgs),
+}
+
+#[derive(Debug, Args)]
+struct DevArgs {
+    /// App config (TOML). Without it, the bundled example app runs.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Stop after this long (`5s`, `2m`); without it, run until Ctrl-C.
+    #[arg(long = "for", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    run_for: Option<Duration>,
+    /// One-way latency between nodes (`2ms`); overrides `[dev] latency`.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    latency: Option<Duration>,
+    /// Extra latency, uniform in 0..=jitter; overrides `[dev] jitter`.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    jitter: Option<Duration>,
+    /// Probability that a frame between nodes is lost (0 to 1); overrides `[dev] loss`.
+    #[arg(long, value_name = "P", value_parser = parse_probability)]
+    loss: Option<f64>,
+    /// Seeds every RNG of the run; overrides `seed` in the config.
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+    /// Also write the end-of-run summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// After stopping, how long in-flight work may take before shutdown.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
+    drain: Duration,
+    /// Do not print the live status line.
+    #[arg(long)]
+    no_status: bool,
+}
+
+fn parse_probability(text: &str) -> Result<f64, String> {
+    let p: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if (0.0..=1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(format!("{p} is not a probability between 0 and 1"))
+    }
+}
+
+/// Runs the command line with the given component kinds; returns the exit code
+/// (0 success, 1 failure while running, 2 bad usage or config).
+pub fn main(registry: Registry) -> i32 {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EXCHANGE_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    match cli.command {
+        Command::Dev(args) => run_dev(args, &registry),
+    }
+}
+
+fn run_dev(args: DevArgs, registry: &Registry) -> i32 {
+    let mut app = match config::load(args.config.as_deref(), registry) {
+        Ok(app) => app,
+        Err(error) => {
+            eprintln!("exchange: {error}");
+            return 2;
+        }
+    };
+    if let Some(seed) = args.seed {
+        app.seed = seed;
+    }
+    let link = LinkModel {
+        latency: args.latency.unwrap_or(app.dev.latency),
+        jitter: args.jitter.unwrap_or(app.dev.jitter),
+        loss: args.loss.unwrap_or(app.dev.loss),
+        ..LinkModel::default()
+    };
+    let options = DevOptions {
+        run_for: args.run_for,
+        drain_max: args.drain,
+        link,
+        status: !args.no_status,
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let handler = ctrlc::set_handler(move || {
+        // The first Ctrl-C stops cleanly (drain, report); a second one exits now.
+        if flag.swap(true, Ordering::Relaxed) {
+            std::process::exit(130);
+        }
+    });
+    if let Err(error) = handler {
+        eprintln!("exchange: cannot install the Ctrl-C handler: {error}");
+        return 1;
+    }
+    let report = match dev::run(&app, registry, &options, &stop) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("exchange: {error}");
+            return 1;
+        }
+    };
+    print!("{}", report.render());
+    if let Some(path) = &args.report {
+        let json = serde_json::to_string_pretty(&report).expect("the report serializes");
+        if let Err(error) = std::fs::write(path, json + "\n") {
+            eprintln!(
+                "exchange: cannot write the report to {}: {error}",
+                path.display()
+            );
+            return 1;
+        }
+    }
+    if report.unbalanced().is_empty() { 0 } else { 1 }
+}

@@ -1,0 +1,67 @@
+//! The real clock: the one place time is read. The core only ever sees the
+//! [`Time`] values handed to it from here.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use exchange_runtime::{Stopwatch, Time};
+
+/// A monotonic clock anchored to the wall clock at creation: it never goes
+/// backwards, and its readings are comparable with other nodes' hop times (to
+/// within their clock skew).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    start: Instant,
+    epoch_us: u64,
+}
+
+impl Clock {
+    /// Anchors a clock at the current wall-clock time.
+    pub fn new() -> Clock {
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        Clock {
+            start: Instant::now(),
+            epoch_us: u64::try_from(since_epoch.as_micros()).unwrap_or(0),
+        }
+    }
+
+    /// The time now.
+    pub fn now(&self) -> Time {
+        Time::from_micros(
+            self.epoch_us + u64::try_from(self.start.elapsed().as_micros()).unwrap_or(0),
+        )
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// Times handlers with the monotonic clock.
+#[derive(Debug)]
+pub struct RealStopwatch(Instant);
+
+impl RealStopwatch {
+    /// A stopwatch started now.
+    pub fn new() -> RealStopwatch {
+        RealStopwatch(Instant::now())
+    }
+}
+
+impl Default for RealStopwatch {
+    fn default() -> Self {
+        RealStopwatch::new()
+    }
+}
+
+impl Stopwatch for RealStopwatch {
+    fn lap(&mut self) -> Duration {
+        let now = Instant::now();
+        let elapsed = now - self.0;
+        self.0 = now;
+        elapsed
+    }
+}

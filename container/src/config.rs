@@ -1,0 +1,281 @@
+//! App configuration: TOML read with the `config` crate, overridable from the
+//! environment (`EXCHANGE__SEED=7`, `EXCHANGE__NODE__TRACE_SAMPLE_ONE_IN=1`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use exchange_runtime::{ComponentLimits, NodeConfig};
+use serde::Deserialize;
+
+use crate::registry::Registry;
+
+/// A whole app: its components and the limits they run under.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// Seeds every RNG of the run.
+    #[serde(default)]
+    pub seed: u64,
+    /// Defaults for every component's limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Node-wide settings.
+    #[serde(default)]
+    pub node: NodeSettings,
+    /// The in-memory network of `exchange dev`.
+    #[serde(default)]
+    pub dev: DevNetworkConfig,
+    /// The components, in start order.
+    #[serde(rename = "component", default)]
+    pub components: Vec<ComponentConfig>,
+}
+
+/// Component limits; unset fields take the app-wide `[limits]`, then the defaults.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Messages queued at most.
+    pub mailbox_len_max: Option<usize>,
+    /// Bytes queued at most.
+    pub mailbox_bytes_max: Option<usize>,
+    /// Timers set at most.
+    pub timers_max: Option<usize>,
+    /// Environment entries at most.
+    pub env_entries_max: Option<usize>,
+    /// Environment bytes at most.
+    pub env_bytes_max: Option<usize>,
+}
+
+impl LimitsConfig {
+    /// These limits over `base`.
+    pub fn over(&self, base: &ComponentLimits) -> ComponentLimits {
+        ComponentLimits {
+            mailbox_len_max: self.mailbox_len_max.unwrap_or(base.mailbox_len_max),
+            mailbox_bytes_max: self.mailbox_bytes_max.unwrap_or(base.mailbox_bytes_max),
+            timers_max: self.timers_max.unwrap_or(base.timers_max),
+            env_entries_max: self.env_entries_max.unwrap_or(base.env_entries_max),
+            env_bytes_max: self.env_bytes_max.unwrap_or(base.env_bytes_max),
+        }
+    }
+}
+
+/// `[node]`: settings of every node.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeSettings {
+    /// Largest message a component may send.
+    pub message_bytes_max: usize,
+    /// Sample one in this many new traces (0: none).
+    pub trace_sample_one_in: u32,
+    /// Requests awaiting replies at most, per node.
+    pub pending_requests_max: usize,
+    /// Restarts allowed per `restart_window`.
+    pub restart_intensity_max: u32,
+    /// The restart window.
+    #[serde(with = "humantime_serde")]
+    pub restart_window: Duration,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        let defaults = NodeConfig::default();
+        NodeSettings {
+            message_bytes_max: defaults.message_bytes_max,
+            trace_sample_one_in: 64,
+            pending_requests_max: defaults.pending_requests_max,
+            restart_intensity_max: defaults.restart_intensity_max,
+            restart_window: defaults.restart_window,
+        }
+    }
+}
+
+impl NodeSettings {
+    /// The node configuration for a run seeded with `seed`.
+    pub fn node_config(&self, seed: u64) -> NodeConfig {
+        NodeConfig {
+            message_bytes_max: self.message_bytes_max,
+            trace_sample_one_in: self.trace_sample_one_in,
+            pending_requests_max: self.pending_requests_max,
+            restart_intensity_max: self.restart_intensity_max,
+            restart_window: self.restart_window,
+            seed,
+            ..NodeConfig::default()
+        }
+    }
+}
+
+/// `[dev]`: how the in-memory network behaves (the CLI flags override these).
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DevNetworkConfig {
+    /// One-way latency between nodes.
+    #[serde(with = "humantime_serde")]
+    pub latency: Duration,
+    /// Extra latency, uniform in 0..=jitter.
+    #[serde(with = "humantime_serde")]
+    pub jitter: Duration,
+    /// Probability a frame is lost.
+    pub loss: f64,
+}
+
+/// `[[component]]`: one component.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComponentConfig {
+    /// Unique within the app; names its node in `exchange dev`.
+    pub name: String,
+    /// The registered kind; defaults to `name`.
+    pub kind: Option<String>,
+    /// Overrides of the app-wide limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Passed to the kind's constructor.
+    #[serde(default)]
+    pub settings: serde_json::Value,
+}
+
+impl ComponentConfig {
+    /// The kind, defaulting to the name.
+    pub fn kind(&self) -> &str {
+        self.kind.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// Loading or checking a config failed; nothing was started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read or parsed, or a value has the wrong type.
+    #[error("config {origin}: {source}")]
+    Load {
+        /// The file (or `<built-in example app>`).
+        origin: String,
+        /// What the parser said, naming the key and what it expected.
+        source: config::ConfigError,
+    },
+    /// The app names no components.
+    #[error("config {origin}: no [[component]] entries; an app needs at least one")]
+    NoComponents {
+        /// The file.
+        origin: String,
+    },
+    /// Two components share a name.
+    #[error("config {origin}: component name {name:?} is used twice")]
+    DuplicateName {
+        /// The file.
+        origin: String,
+        /// The name.
+        name: String,
+    },
+    /// A component's kind is not registered.
+    #[error("config {origin}: component {name:?} has unknown kind {kind:?}; known kinds: {known}")]
+    UnknownKind {
+        /// The file.
+        origin: String,
+        /// The component.
+        name: String,
+        /// Its kind.
+        kind: String,
+        /// Registered kinds, comma-separated.
+        known: String,
+    },
+    /// A component's settings do not fit its kind.
+    #[error("config {origin}: component {name:?} (kind {kind:?}): [component.settings]: {error}")]
+    Settings {
+        /// The file.
+        origin: String,
+        /// The component.
+        name: String,
+        /// Its kind.
+        kind: String,
+        /// What did not fit.
+        error: String,
+    },
+}
+
+/// Where the config came from, for error messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A file.
+    File(PathBuf),
+    /// The example app bundled with the binary.
+    Builtin,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::File(path) => write!(f, "{}", path.display()),
+            Origin::Builtin => f.write_str("<built-in example app>"),
+        }
+    }
+}
+
+/// Reads an app config from `path` (or the bundled example app), applies
+/// `EXCHANGE__…` environment overrides, and checks it against `registry`.
+pub fn load(path: Option<&Path>, registry: &Registry) -> Result<AppConfig, ConfigError> {
+    let origin = path.map_or(Origin::Builtin, |p| Origin::File(p.to_owned()));
+    let builder = config::Config::builder();
+    let builder = match path {
+        Some(path) => builder.add_source(
+            config::File::from(path)
+                .format(config::FileFormat::Toml)
+                .required(true),
+        ),
+        None => builder.add_source(config::File::from_str(
+            exchange_components::SOCIAL_APP_TOML,
+            config::FileFormat::Toml,
+        )),
+    };
+    let load_error = |source| ConfigError::Load {
+        origin: origin.to_string(),
+        source,
+    };
+    let app: AppConfig = builder
+        .add_source(
+            config::Environment::with_prefix("EXCHANGE")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        )
+        .build()
+        .and_then(config::Config::try_deserialize)
+        .map_err(load_error)?;
+    check(&app, &origin, registry)?;
+    Ok(app)
+}
+
+fn check(app: &AppConfig, origin: &Origin, registry: &Registry) -> Result<(), ConfigError> {
+    let origin = origin.to_string();
+    if app.components.is_empty() {
+        return Err(ConfigError::NoComponents { origin });
+    }
+    for (i, component) in app.components.iter().enumerate() {
+        if app.components[..i].iter().any(|c| c.name == component.name) {
+            return Err(ConfigError::DuplicateName {
+                origin,
+                name: component.name.clone(),
+            });
+        }
+        match registry.factory(component.kind(), &component.settings) {
+            None => {
+                return Err(ConfigError::UnknownKind {
+                    origin,
+                    name: component.name.clone(),
+                    kind: component.kind().to_owned(),
+                    known: registry.known().join(", "),
+                });
+            }
+            Some(Err(error)) => {
+                return Err(ConfigError::Settings {
+                    origin,
+                    name: component.name.clone(),
+                    kind: component.kind().to_owned(),
+                    error,
+                });
+            }
+            Some(Ok(_)) => {}
+        }
+    }
+    Ok(())
+}

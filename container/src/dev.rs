@@ -1,0 +1,238 @@
+//! `exchange dev`: every component of an app in one process, each in its own node
+//! on the in-memory network, driven by the real clock.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use exchange_runtime::mem::{LinkModel, MemNetwork};
+use exchange_runtime::trace::{TraceLog, render_chain};
+use exchange_runtime::{Address, Event, Node, NodeId, Time, TraceRecord};
+
+use crate::clock::{Clock, RealStopwatch};
+use crate::config::AppConfig;
+use crate::registry::Registry;
+use crate::report::Report;
+
+/// How to run.
+#[derive(Clone, Debug)]
+pub struct DevOptions {
+    /// Stop after this long (`None`: until Ctrl-C).
+    pub run_for: Option<Duration>,
+    /// How long to let in-flight work finish after stopping, before shutting down.
+    pub drain_max: Duration,
+    /// The network model.
+    pub link: LinkModel,
+    /// Print the live status line.
+    pub status: bool,
+}
+
+/// Builds one node per component, in config order (`n1`, `n2`, …).
+pub fn build_network(
+    app: &AppConfig,
+    registry: &Registry,
+    link: LinkModel,
+) -> Result<MemNetwork, String> {
+    let base_limits = app
+        .limits
+        .over(&exchange_runtime::ComponentLimits::default());
+    let mut net = MemNetwork::new(link, app.seed);
+    for (i, component) in app.components.iter().enumerate() {
+        let mut node = Node::new(
+            NodeId(i as u64 + 1),
+            &component.name,
+            app.node.node_config(app.seed),
+        );
+        let factory = registry
+            .factory(component.kind(), &component.settings)
+            .ok_or_else(|| format!("unknown component kind {:?}", component.kind()))??;
+        node.add_component(
+            &component.name,
+            component.limits.over(&base_limits),
+            factory,
+        )
+        .map_err(|error| error.to_string())?;
+        net.add_node(node);
+    }
+    Ok(net)
+}
+
+/// Runs the app until `run_for` passes or `stop` is set, drains, shuts down and
+/// reports.
+pub fn run(
+    app: &AppConfig,
+    registry: &Registry,
+    options: &DevOptions,
+    stop: &Arc<AtomicBool>,
+) -> Result<Report, String> {
+    let mut net = build_network(app, registry, options.link.clone())?;
+    let clock = Clock::new();
+    let mut stopwatch = RealStopwatch::new();
+    let mut traces = TraceLog::new(256, 256);
+    let mut status = StatusLine::new(options.status, clock.now());
+
+    let started = clock.now();
+    let end = options.run_for.map(|d| started + d);
+    net.start(started);
+    loop {
+        let now = clock.now();
+        if stop.load(Ordering::Relaxed) || end.is_some_and(|end| now >= end) {
+            break;
+        }
+        net.step(now, &mut stopwatch);
+        collect_events(&mut net, &mut traces);
+        status.maybe_print(now, &net);
+        let wake = [net.poll_timeout(), end, Some(status.next)]
+            .into_iter()
+            .flatten()
+            .min();
+        sleep_until(&clock, wake);
+    }
+    let ran = clock.now() - started;
+
+    // Drain: no timer fires any more, so no new work starts; what is in flight
+    // finishes (or expires) within `drain_max`; the rest is dropped as `shutdown`.
+    let drain_end = clock.now() + options.drain_max;
+    net.quiesce(clock.now());
+    while !net.is_idle() && clock.now() < drain_end {
+        let now = clock.now();
+        net.step(now, &mut stopwatch);
+        collect_events(&mut net, &mut traces);
+        sleep_until(&clock, net.poll_timeout().map(|t| t.min(drain_end)));
+    }
+    let in_flight_at_stop = net.shutdown(clock.now());
+    status.finish();
+
+    let trace = render_trace(&net, &traces, registry);
+    Ok(Report::collect(
+        &net,
+        ran.as_secs_f64(),
+        app.seed,
+        in_flight_at_stop,
+        trace,
+    ))
+}
+
+fn collect_events(net: &mut MemNetwork, traces: &mut TraceLog) {
+    while let Some((node, event)) = net.poll_event() {
+        match event {
+            Event::Traced(record) => traces.record(*record),
+            Event::Restarted { component, reason } => {
+                tracing::warn!(%node, %component, %reason, "component restarted");
+            }
+            Event::Failed { component } => {
+                tracing::error!(%node, %component, "component failed too often and was stopped");
+            }
+            _ => {}
+        }
+    }
+}
+
+fn sleep_until(clock: &Clock, wake: Option<Time>) {
+    let now = clock.now();
+    let wait = wake.map_or(Duration::from_millis(10), |wake| wake - now);
+    // Sleeping is coarse (tens of µs); below that, spinning once more is cheaper.
+    if wait > Duration::from_micros(50) {
+        std::thread::sleep(wait.min(Duration::from_millis(10)));
+    }
+}
+
+/// The first sampled chain the app's trace focus picks (for the example app: a
+/// timeline change, walked back to the post that caused it); or, if none, the
+/// first sampled chain.
+fn render_trace(net: &MemNetwork, traces: &TraceLog, registry: &Registry) -> String {
+    let focus = |record: &TraceRecord| {
+        registry.focus(&record.header.name, record.header.kind, &record.payload)
+    };
+    let Some(chain) = traces
+        .chain_to(|r| focus(r).is_some())
+        .or_else(|| traces.chain_to(|_| true))
+    else {
+        return String::new();
+    };
+    let label = |address: Address| {
+        let node = net.node(address.node);
+        let component = node
+            .and_then(|n| n.component_name(address.component))
+            .unwrap_or("node");
+        format!("{component}@{}", address.node)
+    };
+    let describe = |record: &TraceRecord| {
+        let text = registry.describe(&record.header.name, record.header.kind, &record.payload);
+        match &record.header.bounce {
+            Some(bounce) => format!("{text} (bounce: {})", bounce.detail),
+            None => text,
+        }
+    };
+    let question = chain
+        .last()
+        .and_then(|last| focus(last))
+        .unwrap_or_else(|| "A sampled chain of messages:".to_owned());
+    format!("{question}\n{}", render_chain(&chain, label, describe))
+}
+
+/// The one-line live status: messages handled per second and queue depths.
+struct StatusLine {
+    enabled: bool,
+    tty: bool,
+    next: Time,
+    last_handled: u64,
+    started: Time,
+}
+
+impl StatusLine {
+    fn new(enabled: bool, now: Time) -> StatusLine {
+        StatusLine {
+            enabled,
+            tty: std::io::stderr().is_terminal(),
+            next: now + Duration::from_secs(1),
+            last_handled: 0,
+            started: now,
+        }
+    }
+
+    fn maybe_print(&mut self, now: Time, net: &MemNetwork) {
+        if now < self.next {
+            return;
+        }
+        self.next = self.next + Duration::from_secs(1);
+        let handled: u64 = net
+            .nodes()
+            .iter()
+            .flat_map(|n| n.components().map(|(_, _, s)| s.handled))
+            .sum();
+        let rate = handled - self.last_handled;
+        self.last_handled = handled;
+        if !self.enabled {
+            return;
+        }
+        let queues: Vec<String> = net
+            .nodes()
+            .iter()
+            .flat_map(|n| {
+                n.components()
+                    .map(move |(id, name, _)| format!("{name}={}", n.queue_len(id)))
+            })
+            .collect();
+        let line = format!(
+            "[{:>5.1}s] {rate:>8} msg/s  queues {}  in flight {}",
+            (now - self.started).as_secs_f64(),
+            queues.join(" "),
+            net.in_flight()
+        );
+        let mut err = std::io::stderr().lock();
+        let _ = if self.tty {
+            write!(err, "\r\x1b[K{line}")
+        } else {
+            writeln!(err, "{line}")
+        };
+        let _ = err.flush();
+    }
+
+    fn finish(&self) {
+        if self.enabled && self.tty {
+            eprintln!();
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! What `exchange dev` shows: the live status line, the end-of-run table, and
+//! the JSON report.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use exchange_runtime::mem::{MemNetwork, NetStats};
+use serde::Serialize;
+
+/// One component's line of the report.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct ComponentReport {
+    /// Its node.
+    pub node: String,
+    /// Messages that reached its admission.
+    pub accepted: u64,
+    /// Handled (`Ok`).
+    pub handled: u64,
+    /// Bounced, by reason.
+    pub bounced: BTreeMap<String, u64>,
+    /// Dropped and counted, by reason.
+    pub dropped: BTreeMap<String, u64>,
+    /// Bounces it got back for what it sent, by reason.
+    pub returned: BTreeMap<String, u64>,
+    /// Fresh instances after panics.
+    pub restarts: u64,
+    /// Timer firings handled.
+    pub timers_fired: u64,
+    /// Deepest its queue got.
+    pub queue_len_peak: u64,
+    /// Median handler time.
+    pub handler_p50_ns: u64,
+    /// 99th-percentile handler time.
+    pub handler_p99_ns: u64,
+}
+
+impl ComponentReport {
+    /// Whether accepted = handled + bounced + dropped.
+    pub fn balances(&self) -> bool {
+        self.accepted
+            == self.handled
+                + self.bounced.values().sum::<u64>()
+                + self.dropped.values().sum::<u64>()
+    }
+}
+
+/// What the in-memory network did.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct NetworkReport {
+    /// Frames handed to the network.
+    pub sent: u64,
+    /// Frames delivered.
+    pub delivered: u64,
+    /// Frames lost by the loss model.
+    pub lost: u64,
+    /// Frames refused to their sender.
+    pub refused: u64,
+    /// Frames still in flight at shutdown (never accepted anywhere).
+    pub in_flight_at_stop: u64,
+}
+
+/// The whole run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Wall time the app ran, in seconds (drain excluded).
+    pub ran_s: f64,
+    /// The master seed.
+    pub seed: u64,
+    /// Per component, by name.
+    pub components: BTreeMap<String, ComponentReport>,
+    /// Refused by a node before any component saw them, by node name.
+    pub node_refused: BTreeMap<String, BTreeMap<String, u64>>,
+    /// The network.
+    pub network: NetworkReport,
+    /// The sampled trace, rendered (empty if none was sampled).
+    pub trace: String,
+}
+
+impl Report {
+    /// Collects the report from a network that has shut down.
+    pub fn collect(
+        net: &MemNetwork,
+        ran_s: f64,
+        seed: u64,
+        in_flight_at_stop: usize,
+        trace: String,
+    ) -> Report {
+        let mut components = BTreeMap::new();
+        let mut node_refused = BTreeMap::new();
+        for node in net.nodes() {
+            let status = node.status(exchange_runtime::Time::ZERO);
+            for c in status.components {
+                let report = ComponentReport {
+                    node: node.id().to_string(),
+                    accepted: c.accepted,
+                    handled: c.handled,
+                    bounced: c.bounced,
+                    dropped: c.dropped,
+                    restarts: c.restarts,
+                    returned: c.returned,
+                    timers_fired: c.timers_fired,
+                    queue_len_peak: u64::from(c.queue_len_peak),
+                    handler_p50_ns: c.handler_p50_ns,
+                    handler_p99_ns: c.handler_p99_ns,
+                };
+                components.insert(c.name, report);
+            }
+            let mut refused = node.stats().outcomes.dropped();
+            for (reason, count) in node.stats().outcomes.bounced() {
+                refused.insert(format!("bounced_{reason}"), count);
+            }
+            if !refused.is_empty() {
+                node_refused.insert(node.name().to_owned(), refused);
+            }
+        }
+        let NetStats {
+            sent,
+            delivered,
+            lost,
+            refused,
+        } = net.stats().clone();
+        let network = NetworkReport {
+            sent,
+            delivered,
+            lost,
+            refused,
+            in_flight_at_stop: in_flight_at_stop as u64,
+        };
+        Report {
+            ran_s,
+            seed,
+            components,
+            node_refused,
+            network,
+            trace,
+        }
+    }
+
+    /// Components whose counters do not balance.
+    pub fn unbalanced(&self) -> Vec<&str> {
+        self.components
+            .iter()
+            .filter(|(_, c)| !c.balances())
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+
+    /// The table and trace, for people.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<10} {:>5} {:>10} {:>10} {:<24} {:<22} {:<22} {:>8} {:>8} {:>8}",
+            "component",
+            "node",
+            "accepted",
+            "handled",
+            "bounced",
+            "dropped",
+            "got back",
+            "restarts",
+            "p50",
+            "p99"
+        );
+        for (name, c) in &self.components {
+            let _ = writeln!(
+                out,
+                "{:<10} {:>5} {:>10} {:>10} {:<24} {:<22} {:<22} {:>8} {:>8} {:>8}",
+                name,
+                c.node,
+                c.accepted,
+                c.handled,
+                by_reason(&c.bounced),
+                by_reason(&c.dropped),
+                by_reason(&c.returned),
+                c.restarts,
+                nanos(c.handler_p50_ns),
+                nanos(c.handler_p99_ns),
+            );
+        }
+        for (node, refused) in &self.node_refused {
+            let _ = writeln!(
+                out,
+                "node {node} refused before any component: {}",
+                by_reason(refused)
+            );
+        }
+        let n = &self.network;
+        let _ = writeln!(
+            out,
+            "network: {} frames sent, {} delivered, {} lost (loss model), {} refused, {} in flight at stop",
+            n.sent, n.delivered, n.lost, n.refused, n.in_flight_at_stop
+        );
+        match self.unbalanced().as_slice() {
+            [] => {
+                let _ = writeln!(
+                    out,
+                    "accounting: every component's accepted = handled + bounced + dropped"
+                );
+            }
+            names => {
+                let _ = writeln!(out, "accounting: MISMATCH for {}", names.join(", "));
+            }
+        }
+        if !self.trace.is_empty() {
+            let _ = write!(out, "\n{}", self.trace);
+        }
+        out
+    }
+}
+
+fn by_reason(counts: &BTreeMap<String, u64>) -> String {
+    if counts.is_empty() {
+        return "-".to_owned();
+    }
+    counts
+        .iter()
+        .map(|(reason, n)| format!("{reason}={n}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn nanos(ns: u64) -> String {
+    match ns {
+        0 => "-".to_owned(),
+        ns if ns < 10_000 => format!("{ns}ns"),
+        ns if ns < 10_000_000 => format!("{}µs", ns / 1_000),
+        ns => format!("{}ms", ns / 1_000_000),
+    }
+}
