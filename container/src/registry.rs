@@ -60,7 +60,15 @@ impl Registry {
             let settings: S = if value.is_null() {
                 S::default()
             } else {
-                serde_json::from_value(value.clone()).map_err(|error| error.to_string())?
+                serde_path_to_error::deserialize(value.clone()).map_err(|error| {
+                    let path = error.path().to_string();
+                    let inner = error.into_inner();
+                    if path == "." {
+                        inner.to_string()
+                    } else {
+                        format!("key `{path}`: {inner}")
+                    }
+                })?
             };
             Ok(Box::new(move || {
                 Box::new(make(settings.clone())) as Box<dyn Component>

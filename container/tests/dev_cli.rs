@@ -1,0 +1,233 @@
+//! `exchange dev` as a user runs it: the example app end to end, the JSON
+//! report's accounting, the modelled network, Ctrl-C, and clear errors for bad
+//! config and flags.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn exchange() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_exchange"));
+    command.env_remove("EXCHANGE_LOG").stdin(Stdio::null());
+    command
+}
+
+fn run(args: &[&str]) -> Output {
+    exchange().args(args).output().expect("exchange runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Every component handled something and its counters balance.
+fn assert_report_balances(path: &Path) -> Value {
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let components = report["components"].as_object().unwrap();
+    assert_eq!(
+        components.keys().collect::<Vec<_>>(),
+        ["feed", "loadgen", "store"]
+    );
+    for (name, c) in components {
+        let sum = |key: &str| {
+            c[key]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|v| v.as_u64().unwrap())
+                .sum::<u64>()
+        };
+        let accepted = c["accepted"].as_u64().unwrap();
+        let handled = c["handled"].as_u64().unwrap();
+        assert!(handled > 0, "{name} handled nothing");
+        assert_eq!(
+            accepted,
+            handled + sum("bounced") + sum("dropped"),
+            "{name} does not balance: {c}"
+        );
+    }
+    report
+}
+
+#[test]
+fn dev_runs_the_example_app_prints_the_table_and_a_trace_and_balances() {
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("report.json");
+    let output = run(&[
+        "dev",
+        "--for",
+        "1s",
+        "--no-status",
+        "--report",
+        report_path.to_str().unwrap(),
+    ]);
+    let stdout = text(&output.stdout);
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        text(&output.stderr)
+    );
+    assert!(stdout.contains("component   node   accepted"), "{stdout}");
+    assert!(
+        stdout.contains("accounting: every component's accepted = handled + bounced + dropped"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("timeline change?"),
+        "a timeline change is explained:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("feed.post request loadgen@n3 -> feed@n2"),
+        "the chain starts at the post:\n{stdout}"
+    );
+    let report = assert_report_balances(&report_path);
+    assert_eq!(report["seed"], 1);
+}
+
+#[test]
+fn dev_models_latency_and_loss_and_still_accounts_for_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("report.json");
+    let output = run(&[
+        "dev",
+        "--for",
+        "1s",
+        "--latency",
+        "1ms",
+        "--jitter",
+        "1ms",
+        "--loss",
+        "0.05",
+        "--seed",
+        "3",
+        "--no-status",
+        "--report",
+        report_path.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "stderr:\n{}", text(&output.stderr));
+    let report = assert_report_balances(&report_path);
+    assert_eq!(report["seed"], 3);
+    assert!(
+        report["network"]["lost"].as_u64().unwrap() > 0,
+        "5% loss lost nothing: {}",
+        report["network"]
+    );
+    let expired = report["components"]["loadgen"]["returned"]["expired"]
+        .as_u64()
+        .unwrap_or(0)
+        + report["components"]["loadgen"]["returned"]["handler_failed"]
+            .as_u64()
+            .unwrap_or(0);
+    assert!(
+        expired > 0,
+        "lost requests come back to the load generator as bounces"
+    );
+}
+
+#[test]
+fn ctrl_c_stops_cleanly_with_the_report() {
+    let mut child = exchange()
+        .args(["dev", "--no-status"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            child.kill().unwrap();
+            panic!("exchange dev did not stop within 10 s of SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        text(&output.stdout).contains("accounting: every component"),
+        "{}",
+        text(&output.stdout)
+    );
+}
+
+fn config_error(toml: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.toml");
+    std::fs::write(&path, toml).unwrap();
+    let output = run(&["dev", "--for", "1s", "--config", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2), "bad config exits 2");
+    assert!(output.stdout.is_empty(), "nothing ran");
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(path.to_str().unwrap()),
+        "the error names the file: {stderr}"
+    );
+    stderr
+        .replace(path.to_str().unwrap(), "[FILE]")
+        .replace(dir.path().to_str().unwrap(), "[DIR]")
+}
+
+#[test]
+fn bad_config_names_the_file_the_key_and_what_was_expected() {
+    let wrong_type =
+        config_error("[limits]\nmailbox_len_max = \"lots\"\n[[component]]\nname = \"store\"\n");
+    assert!(
+        wrong_type.contains("limits.mailbox_len_max") && wrong_type.contains("expected an integer"),
+        "{wrong_type}"
+    );
+    let unknown_kind = config_error("[[component]]\nname = \"cache\"\n");
+    let typo = config_error("[[component]]\nname = \"loadgen\"\n[component.settings]\ntick = 5\n");
+    let unknown_key = config_error("sede = 1\n[[component]]\nname = \"store\"\n");
+    let empty = config_error("seed = 1\n");
+    insta::assert_snapshot!([unknown_kind, typo, unknown_key, empty].join(""));
+}
+
+#[test]
+fn bad_flags_and_environment_are_clear_errors() {
+    let output = run(&["dev", "--loss", "2"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("2 is not a probability between 0 and 1"));
+    let output = run(&["dev", "--for", "soon"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(text(&output.stderr).contains("invalid value 'soon' for '--for <DURATION>'"));
+    let output = exchange()
+        .args(["dev", "--for", "1s"])
+        .env("EXCHANGE__SEED", "abc")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("expected an integer for key `seed` in the environment"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
+#[test]
+fn environment_overrides_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("report.json");
+    let output = exchange()
+        .args([
+            "dev",
+            "--for",
+            "300ms",
+            "--no-status",
+            "--report",
+            report_path.to_str().unwrap(),
+        ])
+        .env("EXCHANGE__SEED", "77")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(assert_report_balances(&report_path)["seed"], 77);
+}
