@@ -58,10 +58,10 @@ impl Default for RealStopwatch {
 }
 
 impl Stopwatch for RealStopwatch {
-    fn lap(&mut self) -> Duration {
+    fn lap(&mut self) -> Option<Duration> {
         let now = Instant::now();
         let elapsed = now - self.0;
         self.0 = now;
-        elapsed
+        Some(elapsed)
     }
 }

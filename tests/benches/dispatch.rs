@@ -31,6 +31,10 @@ use exchange_runtime::{
     Output, Payload, SendOptions, Stopwatch, Time,
 };
 
+// The allocator the `exchange` binary uses; the baseline runs under it too.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const IN_FLIGHT: usize = 16;
 const PAYLOAD: &[u8] = b"0123456789abcdef0123456789abcdef";
 
@@ -182,13 +186,43 @@ fn node_codec(messages: u64) -> Duration {
 
 // ---- harness ----
 
+fn subjects_by_name(name: &str) -> Box<dyn Fn(u64) -> Duration> {
+    match name {
+        "baseline" => Box::new(baseline),
+        "node_local" => Box::new(|n| node_local(n, &mut NoStopwatch)),
+        "node_local_timed" => Box::new(|n| node_local(n, &mut RealStopwatch::new())),
+        "node_codec" => Box::new(node_codec),
+        other => panic!("unknown subject {other:?}"),
+    }
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick" || a == "--test");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick" || a == "--test");
+    // `--only NAME [--messages N]` runs one subject once, for profilers
+    // (callgrind counts are repeatable where wall time on this machine is not).
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    if let Some(only) = value("--only") {
+        let messages = value("--messages")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1_000_000);
+        let elapsed = subjects_by_name(&only)(messages);
+        println!(
+            "{only}: {:.1} ns/msg",
+            elapsed.as_nanos() as f64 / messages as f64
+        );
+        return;
+    }
     let (rounds, messages) = if quick { (3, 20_000) } else { (15, 2_000_000) };
     let subjects: [(&str, &dyn Fn(u64) -> Duration); 4] = [
         ("baseline", &baseline),

@@ -4,11 +4,14 @@
 //! are never encoded.
 
 use exchange_idl::exchange::v1 as pb;
-use prost::Message as _;
+use prost::encoding::{
+    DecodeContext, WireType, decode_varint, encode_varint, encoded_len_varint, key_len, skip_field,
+};
+use smallvec::SmallVec;
 
 use crate::ids::{Address, ComponentId, CorrelationId, Name, NodeId};
 use crate::message::{Bounce, ContentType, HOPS_MAX, Header, Hop, Horizon, Kind, TraceContext};
-use crate::router::Router;
+use crate::router::{RouteId, Router};
 use crate::time::Time;
 
 const SAMPLED: u32 = 1;
@@ -37,133 +40,378 @@ pub enum DecodeError {
     Bounce(i32),
 }
 
-/// Encodes a header as `exchange.v1.Envelope` bytes.
+/// Encodes a header as `exchange.v1.Envelope` bytes, straight from the
+/// [`Header`] (no intermediate protobuf struct, one allocation).
 pub fn encode_header(header: &Header) -> Vec<u8> {
-    let envelope = to_proto(header);
-    envelope.encode_to_vec()
-}
-
-/// Decodes and checks a header frame. Known names are taken from `router`, so
-/// decoding a name the node handles does not allocate.
-pub fn decode_header(bytes: &[u8], router: &Router) -> Result<Header, DecodeError> {
-    let envelope =
-        pb::Envelope::decode(bytes).map_err(|error| DecodeError::Protobuf(error.to_string()))?;
-    from_proto(envelope, router)
-}
-
-fn address_to_proto(address: Address) -> pb::Address {
-    pb::Address {
-        node: address.node.0,
-        component: address.component.0,
+    let mut buf = Vec::with_capacity(96 + header.name.len() + header.hops.len() * 24);
+    put_uint(&mut buf, 1, header.id);
+    put_str(&mut buf, 2, &header.name);
+    put_uint(&mut buf, 3, header.kind as i32 as u64);
+    put_address(&mut buf, 4, header.source);
+    if let Some(target) = header.target {
+        put_address(&mut buf, 5, target);
     }
-}
-
-fn address_from_proto(address: pb::Address) -> Address {
-    Address {
-        node: NodeId(address.node),
-        component: ComponentId(address.component),
+    put_uint(&mut buf, 6, header.correlation.0);
+    if let Some(flow) = &header.flow {
+        put_str(&mut buf, 7, flow);
     }
-}
-
-fn to_proto(header: &Header) -> pb::Envelope {
-    pb::Envelope {
-        id: header.id,
-        name: header.name.as_str().to_owned(),
-        kind: header.kind as i32,
-        source: Some(address_to_proto(header.source)),
-        target: header.target.map(address_to_proto),
-        correlation_id: header.correlation.0,
-        flow: header
-            .flow
-            .as_ref()
-            .map(|f| f.as_str().to_owned())
-            .unwrap_or_default(),
-        horizon: header.horizon as i32,
-        deadline_us: header.deadline.map_or(0, Time::as_micros),
-        trace_id: header.trace.trace_id,
-        span_id: header.trace.span_id,
-        parent_span_id: header.trace.parent_span_id,
-        trace_flags: if header.trace.sampled { SAMPLED } else { 0 },
-        hops: header
-            .hops
-            .iter()
-            .map(|hop| pb::Hop {
-                node: hop.node.0,
-                component: hop.component.0,
-                at_us: hop.at.as_micros(),
-            })
-            .collect(),
-        content_type: header.content_type as i32,
-        bounce_reason: header.bounce.as_ref().map_or(0, |b| b.reason as i32),
-        bounce_detail: header
-            .bounce
-            .as_ref()
-            .map(|b| b.detail.to_string())
-            .unwrap_or_default(),
-    }
-}
-
-fn from_proto(envelope: pb::Envelope, router: &Router) -> Result<Header, DecodeError> {
-    let kind = match Kind::try_from(envelope.kind) {
-        Ok(Kind::Unspecified) | Err(_) => return Err(DecodeError::Kind(envelope.kind)),
-        Ok(kind) => kind,
-    };
-    if crate::ids::validate_name(&envelope.name).is_err() {
-        return Err(DecodeError::Name(envelope.name));
-    }
-    let source = envelope
-        .source
-        .map(address_from_proto)
-        .ok_or(DecodeError::Source)?;
-    if envelope.hops.len() > HOPS_MAX {
-        return Err(DecodeError::Hops(envelope.hops.len()));
-    }
-    let bounce = match (kind, envelope.bounce_reason) {
-        (Kind::Bounce, 0) => return Err(DecodeError::Bounce(0)),
-        (Kind::Bounce, reason) => Some(Bounce {
-            reason: pb::BounceReason::try_from(reason).map_err(|_| DecodeError::Bounce(reason))?,
-            detail: envelope.bounce_detail.into_boxed_str(),
-        }),
-        (_, 0) => None,
-        (_, reason) => return Err(DecodeError::Bounce(reason)),
-    };
-    Ok(Header {
-        id: envelope.id,
-        name: router.intern(&envelope.name),
-        kind,
-        source,
-        target: envelope.target.map(address_from_proto),
-        correlation: CorrelationId(envelope.correlation_id),
-        flow: (!envelope.flow.is_empty()).then(|| Name::new(&envelope.flow)),
-        // Unknown enum values from a newer peer fall back to the defaults the
-        // proto documents rather than refusing the message.
-        horizon: Horizon::try_from(envelope.horizon).unwrap_or(Horizon::Unspecified),
-        deadline: (envelope.deadline_us != 0).then(|| Time::from_micros(envelope.deadline_us)),
-        trace: TraceContext {
-            trace_id: envelope.trace_id,
-            span_id: envelope.span_id,
-            parent_span_id: envelope.parent_span_id,
-            sampled: envelope.trace_flags & SAMPLED != 0,
+    put_uint(&mut buf, 8, header.horizon as i32 as u64);
+    put_uint(&mut buf, 9, header.deadline.map_or(0, Time::as_micros));
+    put_fixed64(&mut buf, 10, header.trace.trace_id);
+    put_fixed64(&mut buf, 11, header.trace.span_id);
+    put_fixed64(&mut buf, 12, header.trace.parent_span_id);
+    put_uint(
+        &mut buf,
+        13,
+        if header.trace.sampled {
+            u64::from(SAMPLED)
+        } else {
+            0
         },
-        hops: envelope
-            .hops
-            .iter()
-            .map(|hop| Hop {
-                node: NodeId(hop.node),
-                component: ComponentId(hop.component),
-                at: Time::from_micros(hop.at_us),
-            })
-            .collect(),
-        content_type: ContentType::try_from(envelope.content_type)
-            .unwrap_or(ContentType::Unspecified),
-        bounce,
+    );
+    for hop in &header.hops {
+        let len = uint_len(1, hop.node.0)
+            + uint_len(2, u64::from(hop.component.0))
+            + uint_len(3, hop.at.as_micros());
+        put_key(&mut buf, 14, WireType::LengthDelimited);
+        put_varint(&mut buf, len as u64);
+        put_uint(&mut buf, 1, hop.node.0);
+        put_uint(&mut buf, 2, u64::from(hop.component.0));
+        put_uint(&mut buf, 3, hop.at.as_micros());
+    }
+    put_uint(&mut buf, 15, header.content_type as i32 as u64);
+    if let Some(bounce) = &header.bounce {
+        put_uint(&mut buf, 16, bounce.reason as i32 as u64);
+        put_str(&mut buf, 17, &bounce.detail);
+    }
+    buf
+}
+
+/// Most keys and values in a header fit one byte; prost's general encoder goes
+/// through `BufMut` a byte at a time, so the one-byte case is done here.
+#[inline]
+fn put_varint(buf: &mut Vec<u8>, value: u64) {
+    if value < 0x80 {
+        buf.push(value as u8);
+    } else {
+        encode_varint(value, buf);
+    }
+}
+
+#[inline]
+fn put_key(buf: &mut Vec<u8>, tag: u32, wire_type: WireType) {
+    put_varint(buf, (u64::from(tag) << 3) | wire_type as u64);
+}
+
+#[inline]
+fn put_uint(buf: &mut Vec<u8>, tag: u32, value: u64) {
+    // proto3: a field at its default value is not written.
+    if value != 0 {
+        put_key(buf, tag, WireType::Varint);
+        put_varint(buf, value);
+    }
+}
+
+#[inline]
+fn put_fixed64(buf: &mut Vec<u8>, tag: u32, value: u64) {
+    if value != 0 {
+        put_key(buf, tag, WireType::SixtyFourBit);
+        buf.extend_from_slice(&value.to_le_bytes());
+    }
+}
+
+#[inline]
+fn put_str(buf: &mut Vec<u8>, tag: u32, value: &str) {
+    if !value.is_empty() {
+        put_key(buf, tag, WireType::LengthDelimited);
+        put_varint(buf, value.len() as u64);
+        buf.extend_from_slice(value.as_bytes());
+    }
+}
+
+#[inline]
+fn uint_len(tag: u32, value: u64) -> usize {
+    if value == 0 {
+        0
+    } else {
+        key_len(tag) + encoded_len_varint(value)
+    }
+}
+
+fn put_address(buf: &mut Vec<u8>, tag: u32, address: Address) {
+    let len = uint_len(1, address.node.0) + uint_len(2, u64::from(address.component.0));
+    put_key(buf, tag, WireType::LengthDelimited);
+    put_varint(buf, len as u64);
+    put_uint(buf, 1, address.node.0);
+    put_uint(buf, 2, u64::from(address.component.0));
+}
+
+/// Decodes and checks a header frame without allocating for names the node
+/// knows: strings are borrowed from the frame and interned through `router`.
+/// Unknown fields (from a newer peer) are skipped.
+pub fn decode_header(bytes: &[u8], router: &Router) -> Result<Header, DecodeError> {
+    decode_header_routed(bytes, router).map(|(header, _)| header)
+}
+
+/// [`decode_header`], also returning the name's route if the router knows it.
+pub(crate) fn decode_header_routed(
+    bytes: &[u8],
+    router: &Router,
+) -> Result<(Header, Option<RouteId>), DecodeError> {
+    let mut raw = RawHeader::default();
+    let mut buf = bytes;
+    while !buf.is_empty() {
+        let (tag, wire_type) = key(&mut buf)?;
+        match (tag, wire_type) {
+            (1, WireType::Varint) => raw.id = varint(&mut buf)?,
+            (2, WireType::LengthDelimited) => raw.name = string(&mut buf)?,
+            (3, WireType::Varint) => raw.kind = varint(&mut buf)? as i32,
+            (4, WireType::LengthDelimited) => raw.source = Some(address(sub_message(&mut buf)?)?),
+            (5, WireType::LengthDelimited) => raw.target = Some(address(sub_message(&mut buf)?)?),
+            (6, WireType::Varint) => raw.correlation = varint(&mut buf)?,
+            (7, WireType::LengthDelimited) => raw.flow = string(&mut buf)?,
+            (8, WireType::Varint) => raw.horizon = varint(&mut buf)? as i32,
+            (9, WireType::Varint) => raw.deadline_us = varint(&mut buf)?,
+            (10, WireType::SixtyFourBit) => raw.trace.trace_id = fixed64(&mut buf)?,
+            (11, WireType::SixtyFourBit) => raw.trace.span_id = fixed64(&mut buf)?,
+            (12, WireType::SixtyFourBit) => raw.trace.parent_span_id = fixed64(&mut buf)?,
+            (13, WireType::Varint) => raw.trace.sampled = varint(&mut buf)? as u32 & SAMPLED != 0,
+            (14, WireType::LengthDelimited) => {
+                if raw.hops.len() >= HOPS_MAX {
+                    return Err(DecodeError::Hops(raw.hops.len() + 1));
+                }
+                raw.hops.push(hop(sub_message(&mut buf)?)?);
+            }
+            (15, WireType::Varint) => raw.content_type = varint(&mut buf)? as i32,
+            (16, WireType::Varint) => raw.bounce_reason = varint(&mut buf)? as i32,
+            (17, WireType::LengthDelimited) => raw.bounce_detail = string(&mut buf)?,
+            (1..=17, _) => {
+                return Err(DecodeError::Protobuf(format!(
+                    "field {tag} has wire type {wire_type:?}"
+                )));
+            }
+            _ => {
+                skip_field(wire_type, tag, &mut buf, DecodeContext::default()).map_err(protobuf)?
+            }
+        }
+    }
+    raw.check(router)
+}
+
+/// The fields as they came off the wire, strings still borrowed.
+#[derive(Default)]
+struct RawHeader<'a> {
+    id: u64,
+    name: &'a str,
+    kind: i32,
+    source: Option<Address>,
+    target: Option<Address>,
+    correlation: u64,
+    flow: &'a str,
+    horizon: i32,
+    deadline_us: u64,
+    trace: TraceContext,
+    hops: SmallVec<[Hop; 2]>,
+    content_type: i32,
+    bounce_reason: i32,
+    bounce_detail: &'a str,
+}
+
+impl RawHeader<'_> {
+    fn check(self, router: &Router) -> Result<(Header, Option<RouteId>), DecodeError> {
+        let kind = match Kind::try_from(self.kind) {
+            Ok(Kind::Unspecified) | Err(_) => return Err(DecodeError::Kind(self.kind)),
+            Ok(kind) => kind,
+        };
+        // Names the router knows were validated when they were registered.
+        let route = router.lookup(self.name);
+        let name = match route {
+            Some(route) => router.name(route).clone(),
+            None if crate::ids::validate_name(self.name).is_ok() => Name::new(self.name),
+            None => return Err(DecodeError::Name(self.name.to_owned())),
+        };
+        let source = self.source.ok_or(DecodeError::Source)?;
+        let bounce = match (kind, self.bounce_reason) {
+            (Kind::Bounce, 0) => return Err(DecodeError::Bounce(0)),
+            (Kind::Bounce, reason) => Some(Box::new(Bounce {
+                reason: pb::BounceReason::try_from(reason)
+                    .map_err(|_| DecodeError::Bounce(reason))?,
+                detail: self.bounce_detail.into(),
+            })),
+            (_, 0) => None,
+            (_, reason) => return Err(DecodeError::Bounce(reason)),
+        };
+        let header = Header {
+            id: self.id,
+            name,
+            kind,
+            source,
+            target: self.target,
+            correlation: CorrelationId(self.correlation),
+            flow: (!self.flow.is_empty()).then(|| router.intern(self.flow)),
+            // Unknown enum values from a newer peer fall back to the defaults the
+            // proto documents rather than refusing the message.
+            horizon: Horizon::try_from(self.horizon).unwrap_or(Horizon::Unspecified),
+            deadline: (self.deadline_us != 0).then(|| Time::from_micros(self.deadline_us)),
+            trace: self.trace,
+            hops: self.hops,
+            content_type: ContentType::try_from(self.content_type)
+                .unwrap_or(ContentType::Unspecified),
+            bounce,
+        };
+        Ok((header, route))
+    }
+}
+
+fn protobuf(error: prost::DecodeError) -> DecodeError {
+    DecodeError::Protobuf(error.to_string())
+}
+
+#[inline]
+fn varint(buf: &mut &[u8]) -> Result<u64, DecodeError> {
+    match buf.split_first() {
+        Some((&byte, rest)) if byte < 0x80 => {
+            *buf = rest;
+            Ok(u64::from(byte))
+        }
+        _ => decode_varint(buf).map_err(protobuf),
+    }
+}
+
+#[inline]
+fn key(buf: &mut &[u8]) -> Result<(u32, WireType), DecodeError> {
+    let key = varint(buf)?;
+    let tag = u32::try_from(key >> 3)
+        .map_err(|_| DecodeError::Protobuf(format!("key {key} overflows")))?;
+    let wire_type = WireType::try_from(key & 0x07).map_err(protobuf)?;
+    if tag == 0 {
+        return Err(DecodeError::Protobuf("field tag 0".into()));
+    }
+    Ok((tag, wire_type))
+}
+
+#[inline]
+fn fixed64(buf: &mut &[u8]) -> Result<u64, DecodeError> {
+    let Some((bytes, rest)) = buf.split_first_chunk::<8>() else {
+        return Err(DecodeError::Protobuf("truncated fixed64".into()));
+    };
+    *buf = rest;
+    Ok(u64::from_le_bytes(*bytes))
+}
+
+#[inline]
+fn sub_message<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], DecodeError> {
+    let len = usize::try_from(varint(buf)?)
+        .map_err(|_| DecodeError::Protobuf("length overflows".into()))?;
+    if len > buf.len() {
+        return Err(DecodeError::Protobuf(format!(
+            "field of {len} bytes in {} remaining",
+            buf.len()
+        )));
+    }
+    let (field, rest) = buf.split_at(len);
+    *buf = rest;
+    Ok(field)
+}
+
+#[inline]
+fn string<'a>(buf: &mut &'a [u8]) -> Result<&'a str, DecodeError> {
+    std::str::from_utf8(sub_message(buf)?)
+        .map_err(|_| DecodeError::Protobuf("string is not UTF-8".into()))
+}
+
+/// Reads the varint fields 1..=3 of a nested message; others are skipped.
+fn nested_uints(mut buf: &[u8]) -> Result<[u64; 3], DecodeError> {
+    let mut fields = [0; 3];
+    while !buf.is_empty() {
+        let (tag, wire_type) = key(&mut buf)?;
+        match (tag, wire_type) {
+            (1..=3, WireType::Varint) => fields[tag as usize - 1] = varint(&mut buf)?,
+            (1..=3, _) => {
+                return Err(DecodeError::Protobuf(format!(
+                    "nested field {tag} has wire type {wire_type:?}"
+                )));
+            }
+            _ => {
+                skip_field(wire_type, tag, &mut buf, DecodeContext::default()).map_err(protobuf)?
+            }
+        }
+    }
+    Ok(fields)
+}
+
+fn component(value: u64) -> Result<ComponentId, DecodeError> {
+    u32::try_from(value)
+        .map(ComponentId)
+        .map_err(|_| DecodeError::Protobuf(format!("component {value} overflows u32")))
+}
+
+fn address(buf: &[u8]) -> Result<Address, DecodeError> {
+    let [node, component_index, _] = nested_uints(buf)?;
+    Ok(Address {
+        node: NodeId(node),
+        component: component(component_index)?,
+    })
+}
+
+fn hop(buf: &[u8]) -> Result<Hop, DecodeError> {
+    let [node, component_index, at_us] = nested_uints(buf)?;
+    Ok(Hop {
+        node: NodeId(node),
+        component: component(component_index)?,
+        at: Time::from_micros(at_us),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use prost::Message as _;
     use smallvec::smallvec;
+
+    /// The reference: the prost-generated type, field by field.
+    fn to_proto(header: &Header) -> pb::Envelope {
+        let address = |a: Address| pb::Address {
+            node: a.node.0,
+            component: a.component.0,
+        };
+        pb::Envelope {
+            id: header.id,
+            name: header.name.to_string(),
+            kind: header.kind as i32,
+            source: Some(address(header.source)),
+            target: header.target.map(address),
+            correlation_id: header.correlation.0,
+            flow: header
+                .flow
+                .as_ref()
+                .map(|f| f.to_string())
+                .unwrap_or_default(),
+            horizon: header.horizon as i32,
+            deadline_us: header.deadline.map_or(0, Time::as_micros),
+            trace_id: header.trace.trace_id,
+            span_id: header.trace.span_id,
+            parent_span_id: header.trace.parent_span_id,
+            trace_flags: u32::from(header.trace.sampled),
+            hops: header
+                .hops
+                .iter()
+                .map(|h| pb::Hop {
+                    node: h.node.0,
+                    component: h.component.0,
+                    at_us: h.at.as_micros(),
+                })
+                .collect(),
+            content_type: header.content_type as i32,
+            bounce_reason: header.bounce.as_ref().map_or(0, |b| b.reason as i32),
+            bounce_detail: header
+                .bounce
+                .as_ref()
+                .map(|b| b.detail.to_string())
+                .unwrap_or_default(),
+        }
+    }
 
     fn header() -> Header {
         Header {
@@ -194,18 +442,32 @@ mod tests {
                 at: Time::from_micros(10)
             }],
             content_type: ContentType::Json,
-            bounce: Some(Bounce {
+            bounce: Some(Box::new(Bounce {
                 reason: pb::BounceReason::Overloaded,
                 detail: "full".into(),
-            }),
+            })),
         }
     }
 
+    fn decode_proto(envelope: &pb::Envelope) -> Result<Header, DecodeError> {
+        decode_header(&envelope.encode_to_vec(), &Router::default())
+    }
+
     #[test]
-    fn round_trips_every_field() {
+    fn round_trips_every_field_and_agrees_with_prost() {
         let original = header();
-        let decoded = decode_header(&encode_header(&original), &Router::default()).unwrap();
-        assert_eq!(decoded, original);
+        let bytes = encode_header(&original);
+        assert_eq!(decode_header(&bytes, &Router::default()).unwrap(), original);
+        assert_eq!(
+            pb::Envelope::decode(bytes.as_slice()).unwrap(),
+            to_proto(&original)
+        );
+        assert_eq!(
+            bytes,
+            to_proto(&original).encode_to_vec(),
+            "same bytes as prost, field order included"
+        );
+        assert_eq!(decode_proto(&to_proto(&original)).unwrap(), original);
     }
 
     #[test]
@@ -217,28 +479,135 @@ mod tests {
         ));
         let mut envelope = to_proto(&header());
         envelope.kind = 0;
-        assert_eq!(from_proto(envelope, &router), Err(DecodeError::Kind(0)));
+        assert_eq!(decode_proto(&envelope), Err(DecodeError::Kind(0)));
         let mut envelope = to_proto(&header());
         envelope.name = "no spaces".into();
-        assert!(matches!(
-            from_proto(envelope, &router),
-            Err(DecodeError::Name(_))
-        ));
+        assert!(matches!(decode_proto(&envelope), Err(DecodeError::Name(_))));
         let mut envelope = to_proto(&header());
         envelope.source = None;
-        assert_eq!(from_proto(envelope, &router), Err(DecodeError::Source));
+        assert_eq!(decode_proto(&envelope), Err(DecodeError::Source));
         let mut envelope = to_proto(&header());
         envelope.bounce_reason = 0;
-        assert_eq!(from_proto(envelope, &router), Err(DecodeError::Bounce(0)));
+        assert_eq!(decode_proto(&envelope), Err(DecodeError::Bounce(0)));
         let mut envelope = to_proto(&header());
         envelope.kind = Kind::Send as i32;
-        assert_eq!(from_proto(envelope, &router), Err(DecodeError::Bounce(4)));
+        assert_eq!(decode_proto(&envelope), Err(DecodeError::Bounce(4)));
+        let mut envelope = to_proto(&header());
+        envelope.hops = vec![pb::Hop::default(); HOPS_MAX + 1];
+        assert_eq!(
+            decode_proto(&envelope),
+            Err(DecodeError::Hops(HOPS_MAX + 1))
+        );
+        // A known field with the wrong wire type: name (2) as a varint.
+        assert!(matches!(
+            decode_header(&[0x10, 0x01], &router),
+            Err(DecodeError::Protobuf(_))
+        ));
+        // Truncated inside a length-delimited field.
+        let bytes = encode_header(&header());
+        assert!(decode_header(&bytes[..bytes.len() - 2], &router).is_err());
     }
 
-    proptest::proptest! {
+    #[test]
+    fn unknown_fields_from_newer_peers_are_skipped() {
+        let mut bytes = encode_header(&header());
+        prost::encoding::encode_key(99, WireType::LengthDelimited, &mut bytes);
+        encode_varint(3, &mut bytes);
+        bytes.extend_from_slice(b"new");
+        prost::encoding::encode_key(98, WireType::Varint, &mut bytes);
+        encode_varint(5, &mut bytes);
+        assert_eq!(decode_header(&bytes, &Router::default()).unwrap(), header());
+    }
+
+    fn arbitrary_header() -> impl Strategy<Value = Header> {
+        let kinds = prop_oneof![
+            Just(Kind::Send),
+            Just(Kind::Request),
+            Just(Kind::Reply),
+            Just(Kind::Publish),
+            Just(Kind::Bounce)
+        ];
+        let address = (any::<u64>(), any::<u32>()).prop_map(|(n, c)| Address {
+            node: NodeId(n),
+            component: ComponentId(c),
+        });
+        let hop = (any::<u64>(), any::<u32>(), any::<u64>()).prop_map(|(n, c, t)| Hop {
+            node: NodeId(n),
+            component: ComponentId(c),
+            at: Time::from_micros(t),
+        });
+        (
+            (
+                any::<u64>(),
+                "[a-z]{1,8}(\\.[a-z0-9_-]{1,8}){0,3}",
+                kinds,
+                address.clone(),
+                proptest::option::of(address),
+            ),
+            (
+                any::<u64>(),
+                proptest::option::of("[a-z]{1,6}"),
+                0..5i32,
+                proptest::option::of(1..u64::MAX),
+            ),
+            (
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<bool>(),
+                proptest::collection::vec(hop, 0..HOPS_MAX),
+            ),
+            (0..4i32, 1..11i32, ".{0,12}"),
+        )
+            .prop_map(
+                |(
+                    (id, name, kind, source, target),
+                    (correlation, flow, horizon, deadline),
+                    trace,
+                    bounce,
+                )| {
+                    let (trace_id, span_id, parent_span_id, sampled, hops) = trace;
+                    let (content_type, reason, detail) = bounce;
+                    Header {
+                        id,
+                        name: Name::new(&name),
+                        kind,
+                        source,
+                        target,
+                        correlation: CorrelationId(correlation),
+                        flow: flow.map(|f| Name::new(&f)),
+                        horizon: Horizon::try_from(horizon).unwrap(),
+                        deadline: deadline.map(Time::from_micros),
+                        trace: TraceContext {
+                            trace_id,
+                            span_id,
+                            parent_span_id,
+                            sampled,
+                        },
+                        hops: hops.into_iter().collect(),
+                        content_type: ContentType::try_from(content_type).unwrap(),
+                        bounce: (kind == Kind::Bounce).then(|| {
+                            Box::new(Bounce {
+                                reason: pb::BounceReason::try_from(reason).unwrap(),
+                                detail: detail.into(),
+                            })
+                        }),
+                    }
+                },
+            )
+    }
+
+    proptest! {
         #[test]
-        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = decode_header(&bytes, &Router::default());
+        }
+
+        #[test]
+        fn arbitrary_headers_agree_with_prost_both_ways(header in arbitrary_header()) {
+            let bytes = encode_header(&header);
+            prop_assert_eq!(&bytes, &to_proto(&header).encode_to_vec());
+            prop_assert_eq!(&decode_header(&bytes, &Router::default()).unwrap(), &header);
         }
     }
 }

@@ -8,9 +8,13 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::env::Env;
 use crate::ids::{Address, CorrelationId, Name};
-use crate::message::{Bounce, BounceReason, ContentType, Header, Horizon, Kind, ReplyTo};
-use crate::router::Router;
+use crate::message::{
+    Bounce, BounceReason, ContentType, Header, Hop, Horizon, Kind, Message, ReplyTo,
+};
+use crate::minter::Minter;
+use crate::router::{RouteId, Router};
 use crate::time::Time;
+use smallvec::smallvec;
 
 /// A payload with its encoding.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,23 +70,16 @@ pub struct SendOptions {
 pub struct NotARequest(pub &'static str);
 
 #[derive(Debug)]
-pub(crate) struct Outgoing {
-    pub(crate) kind: Kind,
-    pub(crate) name: Name,
-    pub(crate) target: Option<Address>,
-    pub(crate) correlation: CorrelationId,
-    pub(crate) payload: Payload,
-    pub(crate) deadline: Option<Time>,
-    pub(crate) flow: Option<Name>,
-    pub(crate) horizon: Horizon,
-    pub(crate) bounce: Option<Bounce>,
-}
-
-#[derive(Debug)]
 pub(crate) enum Effect {
-    Message(Outgoing),
-    SetTimer { at: Time, token: u64 },
-    CancelTimer { token: u64 },
+    /// A message ready to route, with its name's route if the router knows it.
+    Message(Message, Option<RouteId>),
+    SetTimer {
+        at: Time,
+        token: u64,
+    },
+    CancelTimer {
+        token: u64,
+    },
     Subscribe(Name),
     Unsubscribe(Name),
 }
@@ -100,7 +97,7 @@ pub struct Ctx<'a> {
     pub(crate) env: &'a mut Env,
     pub(crate) router: &'a Router,
     pub(crate) effects: &'a mut Vec<Effect>,
-    pub(crate) next_correlation: &'a mut u64,
+    pub(crate) minter: &'a mut Minter,
     pub(crate) current: Option<&'a Header>,
     pub(crate) effects_max: usize,
     pub(crate) overflowed: u64,
@@ -140,19 +137,75 @@ impl Ctx<'_> {
         }
     }
 
-    fn message(&mut self, kind: Kind, name: &str, payload: Payload, options: SendOptions) {
-        let outgoing = Outgoing {
+    /// Builds the finished message here, so the node only has to route it.
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        &mut self,
+        kind: Kind,
+        name: Name,
+        target: Option<Address>,
+        correlation: CorrelationId,
+        payload: Payload,
+        deadline: Option<Time>,
+        flow: Option<Name>,
+        horizon: Horizon,
+        bounce: Option<Box<Bounce>>,
+    ) -> Message {
+        let header = Header {
+            id: self.minter.message_id(),
+            name,
             kind,
-            name: self.router.intern(name),
-            target: options.to,
-            correlation: CorrelationId(0),
-            payload,
-            deadline: options.deadline,
-            flow: options.flow.as_deref().map(|f| self.router.intern(f)),
-            horizon: options.horizon.unwrap_or(Horizon::Unspecified),
-            bounce: None,
+            source: self.me,
+            target,
+            correlation,
+            flow,
+            horizon,
+            deadline,
+            trace: self
+                .minter
+                .trace_child(self.current.map(|header| header.trace)),
+            hops: smallvec![Hop {
+                node: self.me.node,
+                component: self.me.component,
+                at: self.now
+            }],
+            content_type: payload.content_type,
+            bounce,
         };
-        self.push(Effect::Message(outgoing));
+        Message {
+            header: Box::new(header),
+            payload: payload.bytes,
+        }
+    }
+
+    fn message(
+        &mut self,
+        kind: Kind,
+        name: &str,
+        payload: Payload,
+        options: SendOptions,
+        correlation: CorrelationId,
+    ) {
+        if self.effects.len() >= self.effects_max {
+            self.overflowed += 1;
+            return;
+        }
+        let route = self.router.lookup(name);
+        let name = route.map_or_else(|| Name::new(name), |route| self.router.name(route).clone());
+        let flow = options.flow.as_deref().map(|flow| self.router.intern(flow));
+        let horizon = options.horizon.unwrap_or(Horizon::Unspecified);
+        let message = self.build(
+            kind,
+            name,
+            options.to,
+            correlation,
+            payload,
+            options.deadline,
+            flow,
+            horizon,
+            None,
+        );
+        self.effects.push(Effect::Message(message, route));
     }
 
     /// Sends a protobuf message to one handler of `name`. If none takes it, it
@@ -163,6 +216,7 @@ impl Ctx<'_> {
             name,
             Payload::proto(message),
             SendOptions::default(),
+            CorrelationId(0),
         );
     }
 
@@ -172,12 +226,18 @@ impl Ctx<'_> {
             to: Some(to),
             ..SendOptions::default()
         };
-        self.message(Kind::Send, name, Payload::proto(message), options);
+        self.message(
+            Kind::Send,
+            name,
+            Payload::proto(message),
+            options,
+            CorrelationId(0),
+        );
     }
 
     /// Sends any payload, with options.
     pub fn send_with(&mut self, name: &str, payload: Payload, options: SendOptions) {
-        self.message(Kind::Send, name, payload, options);
+        self.message(Kind::Send, name, payload, options, CorrelationId(0));
     }
 
     /// Sends a request to one handler of `name`. Exactly one reply or bounce
@@ -206,14 +266,10 @@ impl Ctx<'_> {
         timeout: Duration,
         mut options: SendOptions,
     ) -> CorrelationId {
-        *self.next_correlation += 1;
-        let correlation = CorrelationId(*self.next_correlation);
+        let correlation = self.minter.correlation();
         let deadline = self.now + timeout;
         options.deadline = Some(options.deadline.map_or(deadline, |d| d.min(deadline)));
-        self.message(Kind::Request, name, payload, options);
-        if let Some(Effect::Message(outgoing)) = self.effects.last_mut() {
-            outgoing.correlation = correlation;
-        }
+        self.message(Kind::Request, name, payload, options, correlation);
         correlation
     }
 
@@ -224,6 +280,7 @@ impl Ctx<'_> {
             name,
             Payload::proto(message),
             SendOptions::default(),
+            CorrelationId(0),
         );
     }
 
@@ -259,23 +316,35 @@ impl Ctx<'_> {
             reply_to,
             Kind::Bounce,
             Payload::raw(Bytes::new()),
-            Some(bounce),
+            Some(Box::new(bounce)),
         );
     }
 
-    fn answer(&mut self, reply_to: &ReplyTo, kind: Kind, payload: Payload, bounce: Option<Bounce>) {
-        let outgoing = Outgoing {
+    fn answer(
+        &mut self,
+        reply_to: &ReplyTo,
+        kind: Kind,
+        payload: Payload,
+        bounce: Option<Box<Bounce>>,
+    ) {
+        if self.effects.len() >= self.effects_max {
+            self.overflowed += 1;
+            return;
+        }
+        let name = reply_to.name.clone();
+        let target = Some(reply_to.address);
+        let message = self.build(
             kind,
-            name: reply_to.name.clone(),
-            target: Some(reply_to.address),
-            correlation: reply_to.correlation,
+            name,
+            target,
+            reply_to.correlation,
             payload,
-            deadline: None,
-            flow: None,
-            horizon: Horizon::Unspecified,
+            None,
+            None,
+            Horizon::Unspecified,
             bounce,
-        };
-        self.push(Effect::Message(outgoing));
+        );
+        self.effects.push(Effect::Message(message, None));
     }
 
     /// Subscribes this component to publishes of `name`.

@@ -71,6 +71,7 @@ mod ids;
 mod mailbox;
 pub mod mem;
 mod message;
+mod minter;
 mod node;
 mod router;
 pub mod stats;
@@ -89,6 +90,6 @@ pub use message::{
 pub use node::{
     AddComponentError, ComponentLimits, Event, Node, NodeConfig, Output, TraceOutcome, TraceRecord,
 };
-pub use router::{Destination, Router};
+pub use router::{Destination, RouteId, Router};
 pub use time::{NoStopwatch, Stopwatch, Time};
 pub use transport::{Transmit, TransmitError, Transport};

@@ -73,12 +73,12 @@ pub struct Header {
     pub deadline: Option<Time>,
     /// Trace and span ids.
     pub trace: TraceContext,
-    /// The path so far.
-    pub hops: SmallVec<[Hop; 4]>,
+    /// The path so far (two inline: the sender's and the receiver's).
+    pub hops: SmallVec<[Hop; 2]>,
     /// How the payload is encoded.
     pub content_type: ContentType,
-    /// Set on bounces.
-    pub bounce: Option<Bounce>,
+    /// Set on bounces (boxed: rare, and it keeps the header small to move).
+    pub bounce: Option<Box<Bounce>>,
 }
 
 impl Header {
@@ -101,14 +101,18 @@ impl Header {
 /// A message: header plus payload.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Message {
-    pub(crate) header: Header,
+    // Boxed so that a message moves as 40 bytes through queues and effects.
+    pub(crate) header: Box<Header>,
     pub(crate) payload: Bytes,
 }
 
 impl Message {
     /// A message from its parts (drivers and tests; components get theirs from the node).
     pub fn from_parts(header: Header, payload: Bytes) -> Message {
-        Message { header, payload }
+        Message {
+            header: Box::new(header),
+            payload,
+        }
     }
 
     /// The message name.

@@ -22,19 +22,20 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use exchange_idl::exchange::v1::control;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rustc_hash::FxHashMap;
 use smallvec::{SmallVec, smallvec};
 
-use crate::codec::{decode_header, encode_header};
+use crate::codec::{decode_header, decode_header_routed, encode_header};
 use crate::component::{Component, Factory, HandlerResult};
-use crate::ctx::{Ctx, Effect, Outgoing};
+use crate::ctx::{Ctx, Effect};
 use crate::env::Env;
 use crate::ids::{Address, ComponentId, CorrelationId, InvalidName, Name, NodeId, validate_name};
 use crate::mailbox::{Item, Mailbox};
 use crate::message::{Bounce, BounceReason, Header, Hop, Kind, Message, TraceContext};
-use crate::router::{Destination, Router};
+use crate::minter::Minter;
+use crate::router::{Destination, RouteId, Router};
 use crate::stats::{ComponentStats, DropReason, NodeStats};
 use crate::time::{Stopwatch, Time};
 use crate::transport::{Transmit, TransmitError};
@@ -240,9 +241,7 @@ pub struct Node {
     pending_deadlines: BTreeSet<(Time, CorrelationId)>,
     outputs: VecDeque<Output>,
     effects: Vec<Effect>,
-    rng: ChaCha8Rng,
-    next_id: u64,
-    next_correlation: u64,
+    minter: Minter,
     next_timer_seq: u64,
     stats: NodeStats,
 }
@@ -258,7 +257,7 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 impl Node {
     /// A node with no components yet.
     pub fn new(id: NodeId, name: &str, config: NodeConfig) -> Node {
-        let rng = ChaCha8Rng::seed_from_u64(config.seed ^ id.0.rotate_left(32));
+        let minter = Minter::new(id, config.seed, config.trace_sample_one_in);
         Node {
             id,
             name: name.to_owned(),
@@ -274,9 +273,7 @@ impl Node {
             pending_deadlines: BTreeSet::new(),
             outputs: VecDeque::new(),
             effects: Vec::new(),
-            rng,
-            next_id: 0,
-            next_correlation: 0,
+            minter,
             next_timer_seq: 0,
             stats: NodeStats::default(),
         }
@@ -307,7 +304,7 @@ impl Node {
         for handled in &handles {
             self.router.add_local_handler(handled, id);
         }
-        let seed = self.rng.random::<u64>();
+        let seed = self.minter.seed();
         self.slots.push(Slot {
             name: Name::new(name),
             factory,
@@ -405,24 +402,24 @@ impl Node {
             self.stats.outcomes.drop(DropReason::TooLarge);
             return;
         }
-        let header = match decode_header(header, &self.router) {
-            Ok(header) => header,
+        let (header, route) = match decode_header_routed(header, &self.router) {
+            Ok(decoded) => decoded,
             Err(_) => return self.stats.outcomes.drop(DropReason::Malformed),
         };
-        let message = Message { header, payload };
+        let message = Message {
+            header: Box::new(header),
+            payload,
+        };
         match (message.header.target, message.header.kind) {
             (Some(target), _) if target.node != self.id => {
                 self.stats.outcomes.drop(DropReason::Malformed);
             }
             (Some(target), _) => self.deliver_local(target.component, message),
-            (None, Kind::Publish) => self.publish_local(message),
+            (None, Kind::Publish) => self.publish_local(message, route),
             (None, Kind::Send | Kind::Request) => {
                 let slots = &self.slots;
-                let name = &message.header.name;
-                match self
-                    .router
-                    .pick_local(name, |c| slots[c.index()].mailbox.len())
-                {
+                let queue_len = |c: ComponentId| slots[c.index()].mailbox.len();
+                match route.and_then(|route| self.router.pick_local(route, queue_len)) {
                     Some(component) => self.deliver_local(component, message),
                     None => self.refuse_at_node(
                         message,
@@ -444,7 +441,7 @@ impl Node {
             return self.stats.outcomes.drop(DropReason::Malformed);
         };
         let message = Message {
-            header,
+            header: Box::new(header),
             payload: transmit.payload,
         };
         let (reason, detail) = match error {
@@ -502,7 +499,7 @@ impl Node {
                 component.stop(ctx);
                 Ok(())
             });
-            self.apply_effects(id, None);
+            self.apply_effects(id);
         }
         self.state = State::Stopped;
         self.quiesce(now);
@@ -533,7 +530,7 @@ impl Node {
             Item::Timer { token } => {
                 self.slots[id.index()].stats.timers_fired += 1;
                 match self.invoke(id, None, |component, ctx| component.on_timer(ctx, token)) {
-                    Invocation::Ok => self.apply_effects(id, None),
+                    Invocation::Ok => self.apply_effects(id),
                     Invocation::Failed(error) => self.restart(id, error),
                     Invocation::Panicked(text) => self.restart(id, text),
                 }
@@ -577,7 +574,7 @@ impl Node {
             Invocation::Ok => {
                 self.slots[id.index()].stats.handled += 1;
                 self.trace(id, &message, crate::node::TraceOutcome::Handled);
-                self.apply_effects(id, Some(message.header.trace));
+                self.apply_effects(id);
             }
             Invocation::Failed(error) => {
                 self.refuse(id, message, BounceReason::HandlerFailed, &error);
@@ -601,8 +598,9 @@ impl Node {
         stopwatch.lap();
         while ran < self.config.dispatch_per_turn_max {
             let Some(id) = self.dispatch(now) else { break };
-            let elapsed = stopwatch.lap();
-            self.slots[id.index()].stats.record_handler_time(elapsed);
+            if let Some(elapsed) = stopwatch.lap() {
+                self.slots[id.index()].stats.record_handler_time(elapsed);
+            }
             ran += 1;
         }
         ran
@@ -626,7 +624,7 @@ impl Node {
             env: &mut slot.env,
             router: &self.router,
             effects: &mut self.effects,
-            next_correlation: &mut self.next_correlation,
+            minter: &mut self.minter,
             current,
             effects_max: self.config.effects_max,
             overflowed: 0,
@@ -652,7 +650,7 @@ impl Node {
 
     fn start_component(&mut self, id: ComponentId) {
         match self.invoke(id, None, |component, ctx| component.start(ctx)) {
-            Invocation::Ok => self.apply_effects(id, None),
+            Invocation::Ok => self.apply_effects(id),
             Invocation::Failed(reason) | Invocation::Panicked(reason) => self.restart(id, reason),
         }
     }
@@ -682,7 +680,7 @@ impl Node {
                 reason,
             }));
             match self.invoke(id, None, |component, ctx| component.start(ctx)) {
-                Invocation::Ok => return self.apply_effects(id, None),
+                Invocation::Ok => return self.apply_effects(id),
                 Invocation::Failed(text) | Invocation::Panicked(text) => reason = text,
             }
         }
@@ -690,11 +688,11 @@ impl Node {
 
     // ---- effects and routing ----
 
-    fn apply_effects(&mut self, id: ComponentId, cause: Option<TraceContext>) {
+    fn apply_effects(&mut self, id: ComponentId) {
         let mut effects = std::mem::take(&mut self.effects);
         for effect in effects.drain(..) {
             match effect {
-                Effect::Message(outgoing) => self.emit(id, cause, outgoing),
+                Effect::Message(message, route) => self.emit(message, route),
                 Effect::SetTimer { at, token } => self.set_timer(id, at, token),
                 Effect::CancelTimer { token } => self.cancel_timer(id, token),
                 Effect::Subscribe(name) => {
@@ -718,56 +716,8 @@ impl Node {
         self.effects = effects;
     }
 
-    fn trace_child(&mut self, cause: Option<TraceContext>) -> TraceContext {
-        let span_id = self.rng.random::<u64>() | 1;
-        match cause {
-            Some(cause) => TraceContext {
-                trace_id: cause.trace_id,
-                span_id,
-                parent_span_id: cause.span_id,
-                sampled: cause.sampled,
-            },
-            None => {
-                let one_in = self.config.trace_sample_one_in;
-                let sampled = one_in != 0 && self.rng.random_ratio(1, one_in);
-                TraceContext {
-                    trace_id: self.rng.random::<u64>() | 1,
-                    span_id,
-                    parent_span_id: 0,
-                    sampled,
-                }
-            }
-        }
-    }
-
-    fn emit(&mut self, from: ComponentId, cause: Option<TraceContext>, outgoing: Outgoing) {
-        self.next_id += 1;
-        let header = Header {
-            id: self.next_id,
-            name: outgoing.name,
-            kind: outgoing.kind,
-            source: Address {
-                node: self.id,
-                component: from,
-            },
-            target: outgoing.target,
-            correlation: outgoing.correlation,
-            flow: outgoing.flow,
-            horizon: outgoing.horizon,
-            deadline: outgoing.deadline,
-            trace: self.trace_child(cause),
-            hops: smallvec![Hop {
-                node: self.id,
-                component: from,
-                at: self.now
-            }],
-            content_type: outgoing.payload.content_type,
-            bounce: outgoing.bounce,
-        };
-        let message = Message {
-            header,
-            payload: outgoing.payload.bytes,
-        };
+    /// Registers a request as pending, checks the size limit, and routes.
+    fn emit(&mut self, message: Message, route: Option<RouteId>) {
         if message.header.kind == Kind::Request {
             if self.pending.len() >= self.config.pending_requests_max {
                 return self.refuse_at_node(
@@ -784,7 +734,7 @@ impl Node {
             self.pending.insert(
                 correlation,
                 Pending {
-                    component: from,
+                    component: message.header.source.component,
                     deadline,
                     name: message.header.name.clone(),
                     trace: message.header.trace,
@@ -799,10 +749,12 @@ impl Node {
                 "larger than message_bytes_max",
             );
         }
-        self.route(message);
+        self.route(message, route);
     }
 
-    fn route(&mut self, message: Message) {
+    /// Routes by target address, or by name (`route` is the name's route if the
+    /// caller already looked it up).
+    fn route(&mut self, message: Message, route: Option<RouteId>) {
         if let Some(target) = message.header.target {
             if target.node == self.id {
                 self.deliver_local(target.component, message);
@@ -811,14 +763,13 @@ impl Node {
             }
             return;
         }
+        let route = route.or_else(|| self.router.lookup(&message.header.name));
         if message.header.kind == Kind::Publish {
-            return self.publish(message);
+            return self.publish(message, route);
         }
         let slots = &self.slots;
-        match self
-            .router
-            .pick(&message.header.name, |c| slots[c.index()].mailbox.len())
-        {
+        let queue_len = |c: ComponentId| slots[c.index()].mailbox.len();
+        match route.and_then(|route| self.router.pick(route, queue_len)) {
             Some(Destination::Local(component)) => self.deliver_local(component, message),
             Some(Destination::Remote(node)) => self.transmit(node, message),
             None => self.refuse_at_node(
@@ -829,8 +780,9 @@ impl Node {
         }
     }
 
-    fn publish(&mut self, message: Message) {
-        let (local, remote) = self.router.subscribers(&message.header.name);
+    fn publish(&mut self, message: Message, route: Option<RouteId>) {
+        let (local, remote) =
+            route.map_or((&[][..], &[][..]), |route| self.router.subscribers(route));
         let local: SmallVec<[ComponentId; 4]> = local.iter().copied().collect();
         let remote: SmallVec<[NodeId; 4]> = remote.iter().copied().collect();
         if local.is_empty() && remote.is_empty() {
@@ -847,8 +799,8 @@ impl Node {
         }
     }
 
-    fn publish_local(&mut self, message: Message) {
-        let (local, _) = self.router.subscribers(&message.header.name);
+    fn publish_local(&mut self, message: Message, route: Option<RouteId>) {
+        let (local, _) = route.map_or((&[][..], &[][..]), |route| self.router.subscribers(route));
         let local: SmallVec<[ComponentId; 4]> = local.iter().copied().collect();
         if local.is_empty() {
             return self.stats.outcomes.drop(DropReason::NoHandler);
@@ -945,13 +897,12 @@ impl Node {
             mut header,
             payload,
         } = message;
-        self.next_id += 1;
-        header.id = self.next_id;
+        header.id = self.minter.message_id();
         header.kind = Kind::Bounce;
         header.target = Some(header.source);
         header.source = by;
         header.deadline = None;
-        header.trace = self.trace_child(Some(header.trace));
+        header.trace = self.minter.trace_child(Some(header.trace));
         if header
             .hops
             .last()
@@ -963,22 +914,21 @@ impl Node {
                 at: self.now,
             });
         }
-        header.bounce = Some(Bounce {
+        header.bounce = Some(Box::new(Bounce {
             reason,
             detail: detail.into(),
-        });
-        self.route(Message { header, payload });
+        }));
+        self.route(Message { header, payload }, None);
     }
 
     /// A request got nothing in time: the requester gets an `Expired` bounce.
     fn expire(&mut self, correlation: CorrelationId, pending: Pending) {
-        self.next_id += 1;
         let requester = Address {
             node: self.id,
             component: pending.component,
         };
         let header = Header {
-            id: self.next_id,
+            id: self.minter.message_id(),
             name: pending.name,
             kind: Kind::Bounce,
             source: Address {
@@ -990,23 +940,23 @@ impl Node {
             flow: None,
             horizon: Default::default(),
             deadline: None,
-            trace: self.trace_child(Some(pending.trace)),
+            trace: self.minter.trace_child(Some(pending.trace)),
             hops: smallvec![Hop {
                 node: self.id,
                 component: ComponentId::NODE,
                 at: self.now
             }],
             content_type: Default::default(),
-            bounce: Some(Bounce {
+            bounce: Some(Box::new(Bounce {
                 reason: BounceReason::Expired,
                 detail: "no reply before the deadline".into(),
-            }),
+            })),
         };
         let slot = &mut self.slots[pending.component.index()];
         slot.stats.accepted += 1;
         slot.stats.returned.bounce(BounceReason::Expired);
         slot.mailbox.push_unbounded(Message {
-            header,
+            header: Box::new(header),
             payload: Bytes::new(),
         });
         self.ready.push_back(pending.component);
@@ -1022,7 +972,7 @@ impl Node {
                 component: id,
             },
             time: self.now,
-            header: message.header.clone(),
+            header: (*message.header).clone(),
             payload: message.payload.clone(),
             outcome,
         };

@@ -43,10 +43,16 @@ impl Route {
     }
 }
 
+/// A name the router knows, by index: looked up once per message, then used
+/// without hashing again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteId(u32);
+
 /// Name → handlers and subscribers, local and remote.
 #[derive(Debug, Default)]
 pub struct Router {
-    routes: FxHashMap<Name, Route>,
+    routes: Vec<Route>,
+    index: FxHashMap<Name, RouteId>,
 }
 
 fn insert_once<T: PartialEq>(list: &mut impl Extend<T>, present: bool, item: T) -> bool {
@@ -58,20 +64,41 @@ fn insert_once<T: PartialEq>(list: &mut impl Extend<T>, present: bool, item: T) 
 }
 
 impl Router {
+    /// The route of `name`, if the router knows the name.
+    pub fn lookup(&self, name: &str) -> Option<RouteId> {
+        self.index.get(name).copied()
+    }
+
+    /// The name of a route.
+    pub fn name(&self, route: RouteId) -> &Name {
+        &self.routes[route.0 as usize].name
+    }
+
     /// The router's copy of `name` if it knows it (no allocation), else a new one.
     pub fn intern(&self, name: &str) -> Name {
-        match self.routes.get_key_value(name) {
-            Some((known, _)) => known.clone(),
+        match self.lookup(name) {
+            Some(route) => self.name(route).clone(),
             None => Name::new(name),
         }
     }
 
     fn route_mut(&mut self, name: &str) -> &mut Route {
-        if !self.routes.contains_key(name) {
-            let name = Name::new(name);
-            self.routes.insert(name.clone(), Route::new(name));
-        }
-        self.routes.get_mut(name).expect("inserted above")
+        let id = match self.lookup(name) {
+            Some(id) => id,
+            None => {
+                let id = RouteId(u32::try_from(self.routes.len()).expect("fewer than 2^32 names"));
+                let name = Name::new(name);
+                self.routes.push(Route::new(name.clone()));
+                self.index.insert(name, id);
+                id
+            }
+        };
+        &mut self.routes[id.0 as usize]
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut Route> {
+        let id = self.lookup(name)?;
+        Some(&mut self.routes[id.0 as usize])
     }
 
     pub(crate) fn add_local_handler(&mut self, name: &str, component: ComponentId) {
@@ -89,7 +116,7 @@ impl Router {
 
     /// Stops routing `name` to `node`. Returns whether it was routed there.
     pub fn remove_remote_handler(&mut self, name: &str, node: NodeId) -> bool {
-        let Some(route) = self.routes.get_mut(name) else {
+        let Some(route) = self.get_mut(name) else {
             return false;
         };
         let before = route.remote_handlers.len();
@@ -109,7 +136,7 @@ impl Router {
     /// Unsubscribes a local component; returns whether the node lost its last
     /// subscriber of `name`.
     pub(crate) fn unsubscribe_local(&mut self, name: &str, component: ComponentId) -> bool {
-        let Some(route) = self.routes.get_mut(name) else {
+        let Some(route) = self.get_mut(name) else {
             return false;
         };
         let before = route.local_subscribers.len();
@@ -132,10 +159,10 @@ impl Router {
     /// `queue_len`), else the next remote one.
     pub(crate) fn pick(
         &mut self,
-        name: &str,
+        route: RouteId,
         queue_len: impl Fn(ComponentId) -> usize,
     ) -> Option<Destination> {
-        let route = self.routes.get_mut(name)?;
+        let route = &mut self.routes[route.0 as usize];
         if let Some(local) = pick_local(&route.local_handlers, queue_len) {
             return Some(Destination::Local(local));
         }
@@ -151,25 +178,23 @@ impl Router {
     /// they are never forwarded again).
     pub(crate) fn pick_local(
         &self,
-        name: &str,
+        route: RouteId,
         queue_len: impl Fn(ComponentId) -> usize,
     ) -> Option<ComponentId> {
-        pick_local(&self.routes.get(name)?.local_handlers, queue_len)
+        pick_local(&self.routes[route.0 as usize].local_handlers, queue_len)
     }
 
-    /// Local subscribers and remote subscriber nodes of `name`.
-    pub(crate) fn subscribers(&self, name: &str) -> (&[ComponentId], &[NodeId]) {
-        match self.routes.get(name) {
-            Some(route) => (&route.local_subscribers, &route.remote_subscribers),
-            None => (&[], &[]),
-        }
+    /// Local subscribers and remote subscriber nodes of a route.
+    pub(crate) fn subscribers(&self, route: RouteId) -> (&[ComponentId], &[NodeId]) {
+        let route = &self.routes[route.0 as usize];
+        (&route.local_subscribers, &route.remote_subscribers)
     }
 
     /// Names handled by local components, sorted.
     pub fn local_names(&self) -> Vec<Name> {
         let mut names: Vec<Name> = self
             .routes
-            .values()
+            .iter()
             .filter(|route| !route.local_handlers.is_empty())
             .map(|route| route.name.clone())
             .collect();
@@ -199,7 +224,8 @@ mod tests {
         router.add_remote_handler("kv.get", NodeId(2));
         router.add_remote_handler("kv.get", NodeId(3));
         assert!(!router.add_remote_handler("kv.get", NodeId(3)));
-        let picks: Vec<_> = (0..3).map(|_| router.pick("kv.get", |_| 0)).collect();
+        let get = router.lookup("kv.get").unwrap();
+        let picks: Vec<_> = (0..3).map(|_| router.pick(get, |_| 0)).collect();
         assert_eq!(
             picks,
             [
@@ -210,9 +236,9 @@ mod tests {
         );
         router.add_local_handler("kv.get", ComponentId(0));
         router.add_local_handler("kv.get", ComponentId(1));
-        let shortest = router.pick("kv.get", |c| if c == ComponentId(0) { 5 } else { 1 });
+        let shortest = router.pick(get, |c| if c == ComponentId(0) { 5 } else { 1 });
         assert_eq!(shortest, Some(Destination::Local(ComponentId(1))));
-        assert_eq!(router.pick("kv.put", |_| 0), None);
+        assert_eq!(router.lookup("kv.put"), None);
         assert!(router.remove_remote_handler("kv.get", NodeId(2)));
         assert_eq!(router.local_names(), vec![Name::new("kv.get")]);
     }

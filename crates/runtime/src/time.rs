@@ -60,17 +60,18 @@ impl fmt::Display for Time {
 /// the container passes a real monotonic stopwatch, the simulator passes
 /// [`NoStopwatch`]. What it returns never changes what the node does.
 pub trait Stopwatch {
-    /// Time elapsed since the previous call (or since creation).
-    fn lap(&mut self) -> Duration;
+    /// Time elapsed since the previous call (or since creation); `None` if this
+    /// stopwatch does not measure.
+    fn lap(&mut self) -> Option<Duration>;
 }
 
-/// A stopwatch that always reads zero; for deterministic drivers.
+/// A stopwatch that measures nothing; for deterministic drivers.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NoStopwatch;
 
 impl Stopwatch for NoStopwatch {
-    fn lap(&mut self) -> Duration {
-        Duration::ZERO
+    fn lap(&mut self) -> Option<Duration> {
+        None
     }
 }
 
