@@ -173,7 +173,7 @@ impl Ctx<'_> {
             bounce,
         };
         Message {
-            header: Box::new(header),
+            header: self.minter.boxed(header),
             payload: payload.bytes,
         }
     }

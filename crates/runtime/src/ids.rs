@@ -3,7 +3,7 @@
 use std::borrow::Borrow;
 use std::fmt;
 use std::ops::Deref;
-use std::sync::Arc;
+use std::rc::Rc;
 
 /// A node (container) in the network. Will become the node's public key once
 /// security lands; until then a number unique in the network.
@@ -60,15 +60,16 @@ impl fmt::Display for Address {
 pub struct CorrelationId(pub u64);
 
 /// A message name such as `feed.post`: what a message is, and what handlers
-/// register for. Cheap to clone (shared, immutable).
+/// register for. Cheap to clone: shared and immutable, and reference-counted
+/// without atomics, since a node and everything in it live on one thread.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Name(Arc<str>);
+pub struct Name(Rc<str>);
 
 impl Name {
     /// A name from a string. The router keeps one copy of each name it knows, so
     /// the message path clones rather than allocates.
     pub fn new(name: &str) -> Name {
-        Name(Arc::from(name))
+        Name(Rc::from(name))
     }
 
     /// The name as a string.

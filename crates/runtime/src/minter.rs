@@ -1,10 +1,23 @@
-//! Ids a node hands out: message ids, correlation ids, and trace contexts.
+//! What a node hands out for every message: ids, trace contexts, and boxes for
+//! headers.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::ids::{CorrelationId, NodeId};
-use crate::message::TraceContext;
+use crate::message::{Header, TraceContext};
+
+/// Spare header boxes kept for reuse, at most.
+const SPARE_HEADERS_MAX: usize = 1024;
+
+/// SplitMix64: a cheap bijective mix, so span ids from a counter look random
+/// (and stay unique per node) without drawing from the RNG per message.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
 
 /// Mints ids for one node, from its seed. Shared by the node (bounces, expiries)
 /// and the handlers' [`crate::Ctx`] (everything they send).
@@ -12,17 +25,24 @@ use crate::message::TraceContext;
 pub(crate) struct Minter {
     next_id: u64,
     next_correlation: u64,
+    next_span: u64,
+    span_salt: u64,
     rng: ChaCha8Rng,
     sample_one_in: u32,
+    spare_headers: Vec<Box<Header>>,
 }
 
 impl Minter {
     pub(crate) fn new(node: NodeId, seed: u64, sample_one_in: u32) -> Minter {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ node.0.rotate_left(32));
         Minter {
             next_id: 0,
             next_correlation: 0,
-            rng: ChaCha8Rng::seed_from_u64(seed ^ node.0.rotate_left(32)),
+            next_span: 0,
+            span_salt: rng.random(),
+            rng,
             sample_one_in,
+            spare_headers: Vec::new(),
         }
     }
 
@@ -45,8 +65,28 @@ impl Minter {
 
     /// The trace context of a message caused by `cause` (or of a new trace,
     /// sampled one in `sample_one_in`).
+    /// Boxes a header, reusing a spare box if there is one: the message path
+    /// then allocates nothing in steady state.
+    pub(crate) fn boxed(&mut self, header: Header) -> Box<Header> {
+        match self.spare_headers.pop() {
+            Some(mut spare) => {
+                *spare = header;
+                spare
+            }
+            None => Box::new(header),
+        }
+    }
+
+    /// Keeps a header box whose message has ended, for [`Minter::boxed`].
+    pub(crate) fn recycle(&mut self, header: Box<Header>) {
+        if self.spare_headers.len() < SPARE_HEADERS_MAX {
+            self.spare_headers.push(header);
+        }
+    }
+
     pub(crate) fn trace_child(&mut self, cause: Option<TraceContext>) -> TraceContext {
-        let span_id = self.rng.random::<u64>() | 1;
+        self.next_span += 1;
+        let span_id = mix(self.next_span ^ self.span_salt) | 1;
         match cause {
             Some(cause) => TraceContext {
                 trace_id: cause.trace_id,

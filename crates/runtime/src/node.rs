@@ -407,7 +407,7 @@ impl Node {
             Err(_) => return self.stats.outcomes.drop(DropReason::Malformed),
         };
         let message = Message {
-            header: Box::new(header),
+            header: self.minter.boxed(header),
             payload,
         };
         match (message.header.target, message.header.kind) {
@@ -441,7 +441,7 @@ impl Node {
             return self.stats.outcomes.drop(DropReason::Malformed);
         };
         let message = Message {
-            header: Box::new(header),
+            header: self.minter.boxed(header),
             payload: transmit.payload,
         };
         let (reason, detail) = match error {
@@ -575,6 +575,7 @@ impl Node {
                 self.slots[id.index()].stats.handled += 1;
                 self.trace(id, &message, crate::node::TraceOutcome::Handled);
                 self.apply_effects(id);
+                self.minter.recycle(message.header);
             }
             Invocation::Failed(error) => {
                 self.refuse(id, message, BounceReason::HandlerFailed, &error);
@@ -813,6 +814,7 @@ impl Node {
     fn transmit(&mut self, to: NodeId, message: Message) {
         self.stats.frames_out += 1;
         let header = Bytes::from(encode_header(&message.header));
+        self.minter.recycle(message.header);
         self.outputs.push_back(Output::Transmit(Transmit {
             to,
             header,
@@ -956,16 +958,21 @@ impl Node {
         slot.stats.accepted += 1;
         slot.stats.returned.bounce(BounceReason::Expired);
         slot.mailbox.push_unbounded(Message {
-            header: Box::new(header),
+            header: self.minter.boxed(header),
             payload: Bytes::new(),
         });
         self.ready.push_back(pending.component);
     }
 
+    #[inline]
     fn trace(&mut self, id: ComponentId, message: &Message, outcome: TraceOutcome) {
-        if !message.header.trace.sampled {
-            return;
+        if message.header.trace.sampled {
+            self.record_trace(id, message, outcome);
         }
+    }
+
+    #[cold]
+    fn record_trace(&mut self, id: ComponentId, message: &Message, outcome: TraceOutcome) {
         let record = TraceRecord {
             at: Address {
                 node: self.id,
