@@ -14,6 +14,8 @@
 //! ```
 
 #![deny(missing_docs)]
+// Library code says why it cannot fail (`expect`) or returns the error.
+#![deny(clippy::unwrap_used)]
 
 pub mod feed;
 pub mod loadgen;
@@ -83,15 +85,15 @@ pub fn trace_focus(name: &str, kind: Kind, payload: &[u8]) -> Option<String> {
 }
 
 fn describe_value(key: &str, value: &[u8]) -> String {
-    if key.starts_with("post/") {
-        if let Ok(post) = feed_pb::StoredPost::decode(value) {
-            return format!("{post:?}");
-        }
+    if key.starts_with("post/")
+        && let Ok(post) = feed_pb::StoredPost::decode(value)
+    {
+        return format!("{post:?}");
     }
-    if key.starts_with("timeline/") {
-        if let Ok(timeline) = feed_pb::Timeline::decode(value) {
-            return format!("{timeline:?}");
-        }
+    if key.starts_with("timeline/")
+        && let Ok(timeline) = feed_pb::Timeline::decode(value)
+    {
+        return format!("{timeline:?}");
     }
     format!("{} bytes", value.len())
 }

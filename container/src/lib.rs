@@ -14,6 +14,8 @@
 //! ```
 
 #![deny(missing_docs)]
+// Library code says why it cannot fail (`expect`) or returns the error.
+#![deny(clippy::unwrap_used)]
 
 pub mod cli;
 pub mod clock;
@@ -21,3 +23,8 @@ pub mod config;
 pub mod dev;
 pub mod registry;
 pub mod report;
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

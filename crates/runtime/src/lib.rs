@@ -62,6 +62,8 @@
 //! ```
 
 #![deny(missing_docs)]
+// Library code says why it cannot fail (`expect`) or returns the error.
+#![deny(clippy::unwrap_used)]
 
 pub mod codec;
 mod component;

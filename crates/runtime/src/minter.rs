@@ -29,6 +29,7 @@ pub(crate) struct Minter {
     span_salt: u64,
     rng: ChaCha8Rng,
     sample_one_in: u32,
+    #[expect(clippy::vec_box, reason = "the boxes themselves are what is reused")]
     spare_headers: Vec<Box<Header>>,
 }
 
