@@ -100,6 +100,9 @@ pub struct Ctx<'a> {
     pub(crate) minter: &'a mut Minter,
     pub(crate) current: Option<&'a Header>,
     pub(crate) effects_max: usize,
+    /// The route this component sent to last: handlers mostly send to the same
+    /// name again, and comparing the name is cheaper than hashing it.
+    pub(crate) last_route: &'a mut Option<RouteId>,
     pub(crate) overflowed: u64,
 }
 
@@ -190,7 +193,14 @@ impl Ctx<'_> {
             self.overflowed += 1;
             return;
         }
-        let route = self.router.lookup(name);
+        let route = match *self.last_route {
+            Some(last) if self.router.name(last).as_str() == name => Some(last),
+            _ => {
+                let route = self.router.lookup(name);
+                *self.last_route = route;
+                route
+            }
+        };
         let name = route.map_or_else(|| Name::new(name), |route| self.router.name(route).clone());
         let flow = options.flow.as_deref().map(|flow| self.router.intern(flow));
         let horizon = options.horizon.unwrap_or(Horizon::Unspecified);

@@ -201,6 +201,7 @@ struct Slot {
     failed: bool,
     window_start: Time,
     restarts_in_window: u32,
+    last_route: Option<RouteId>,
 }
 
 #[derive(Debug)]
@@ -318,6 +319,7 @@ impl Node {
             failed: false,
             window_start: Time::ZERO,
             restarts_in_window: 0,
+            last_route: None,
         });
         Ok(id)
     }
@@ -628,6 +630,7 @@ impl Node {
             minter: &mut self.minter,
             current,
             effects_max: self.config.effects_max,
+            last_route: &mut slot.last_route,
             overflowed: 0,
         };
         let instance = &mut slot.instance;
