@@ -51,24 +51,34 @@ fn assert_report_balances(path: &Path) -> Value {
     report
 }
 
-#[test]
-fn dev_runs_the_example_app_prints_the_table_and_a_trace_and_balances() {
+/// Runs `exchange dev --no-status --report FILE` plus `args` with `env`, expects
+/// success, and returns stdout and the checked report.
+fn dev_with_report(args: &[&str], env: &[(&str, &str)]) -> (String, Value) {
     let dir = tempfile::tempdir().unwrap();
     let report_path = dir.path().join("report.json");
-    let output = run(&[
-        "dev",
-        "--for",
-        "1s",
-        "--no-status",
-        "--report",
-        report_path.to_str().unwrap(),
-    ]);
+    let output = exchange()
+        .args([
+            "dev",
+            "--no-status",
+            "--report",
+            report_path.to_str().unwrap(),
+        ])
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("exchange runs");
     let stdout = text(&output.stdout);
     assert!(
         output.status.success(),
         "stdout:\n{stdout}\nstderr:\n{}",
         text(&output.stderr)
     );
+    (stdout, assert_report_balances(&report_path))
+}
+
+#[test]
+fn dev_runs_the_example_app_prints_the_table_and_a_trace_and_balances() {
+    let (stdout, report) = dev_with_report(&["--for", "1s"], &[]);
     assert!(stdout.contains("component   node   accepted"), "{stdout}");
     assert!(
         stdout.contains("accounting: every component's accepted = handled + bounced + dropped"),
@@ -82,16 +92,12 @@ fn dev_runs_the_example_app_prints_the_table_and_a_trace_and_balances() {
         stdout.contains("feed.post request loadgen@n3 -> feed@n2"),
         "the chain starts at the post:\n{stdout}"
     );
-    let report = assert_report_balances(&report_path);
     assert_eq!(report["seed"], 1);
 }
 
 #[test]
 fn dev_models_latency_and_loss_and_still_accounts_for_everything() {
-    let dir = tempfile::tempdir().unwrap();
-    let report_path = dir.path().join("report.json");
-    let output = run(&[
-        "dev",
+    let args = [
         "--for",
         "1s",
         "--latency",
@@ -102,12 +108,8 @@ fn dev_models_latency_and_loss_and_still_accounts_for_everything() {
         "0.05",
         "--seed",
         "3",
-        "--no-status",
-        "--report",
-        report_path.to_str().unwrap(),
-    ]);
-    assert!(output.status.success(), "stderr:\n{}", text(&output.stderr));
-    let report = assert_report_balances(&report_path);
+    ];
+    let (_, report) = dev_with_report(&args, &[]);
     assert_eq!(report["seed"], 3);
     assert!(
         report["network"]["lost"].as_u64().unwrap() > 0,
@@ -214,20 +216,6 @@ fn bad_flags_and_environment_are_clear_errors() {
 
 #[test]
 fn environment_overrides_config() {
-    let dir = tempfile::tempdir().unwrap();
-    let report_path = dir.path().join("report.json");
-    let output = exchange()
-        .args([
-            "dev",
-            "--for",
-            "300ms",
-            "--no-status",
-            "--report",
-            report_path.to_str().unwrap(),
-        ])
-        .env("EXCHANGE__SEED", "77")
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", text(&output.stderr));
-    assert_eq!(assert_report_balances(&report_path)["seed"], 77);
+    let (_, report) = dev_with_report(&["--for", "300ms"], &[("EXCHANGE__SEED", "77")]);
+    assert_eq!(report["seed"], 77);
 }
