@@ -16,6 +16,10 @@ use crate::time::Time;
 
 const SAMPLED: u32 = 1;
 
+/// Largest header frame a node decodes; a longer one is dropped as `too_large`
+/// before any parsing. A real header is under 300 bytes (16 hops, short names).
+pub const HEADER_BYTES_MAX: usize = 4 * 1024;
+
 /// Why a header frame was refused. The node counts each as a `malformed` drop.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

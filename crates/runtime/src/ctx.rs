@@ -318,15 +318,12 @@ impl Ctx<'_> {
     /// Answers a request handled earlier with a `HandlerFailed` bounce, for when
     /// the work it asked for failed later (a component that proxies requests).
     pub fn reject(&mut self, reply_to: &ReplyTo, detail: &str) {
-        let bounce = Bounce {
-            reason: BounceReason::HandlerFailed,
-            detail: detail.into(),
-        };
+        let bounce = Bounce::new(BounceReason::HandlerFailed, detail);
         self.answer(
             reply_to,
             Kind::Bounce,
             Payload::raw(Bytes::new()),
-            Some(Box::new(bounce)),
+            Some(bounce),
         );
     }
 

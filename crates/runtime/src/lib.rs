@@ -86,8 +86,8 @@ pub use ctx::{Ctx, NotARequest, Payload, SendOptions};
 pub use env::{Env, EnvFull};
 pub use ids::{Address, ComponentId, CorrelationId, InvalidName, Name, NodeId, validate_name};
 pub use message::{
-    Bounce, BounceReason, ContentType, HOPS_MAX, Header, Hop, Horizon, Kind, Message, ReplyTo,
-    TraceContext, bounce_reason_str, kind_str,
+    BOUNCE_DETAIL_BYTES_MAX, Bounce, BounceReason, ContentType, HOPS_MAX, Header, Hop, Horizon,
+    Kind, Message, ReplyTo, TraceContext, bounce_reason_str, kind_str,
 };
 pub use node::{
     AddComponentError, ComponentLimits, Event, Node, NodeConfig, Output, TraceOutcome, TraceRecord,

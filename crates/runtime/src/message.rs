@@ -46,6 +46,25 @@ pub struct Bounce {
     pub detail: Box<str>,
 }
 
+/// Bounce details are cut to this many bytes, so that a long panic message
+/// cannot push a header past what peers decode.
+pub const BOUNCE_DETAIL_BYTES_MAX: usize = 256;
+
+impl Bounce {
+    /// A bounce with `detail` cut to [`BOUNCE_DETAIL_BYTES_MAX`] (at a character
+    /// boundary).
+    pub fn new(reason: BounceReason, detail: &str) -> Box<Bounce> {
+        let mut end = detail.len().min(BOUNCE_DETAIL_BYTES_MAX);
+        while !detail.is_char_boundary(end) {
+            end -= 1;
+        }
+        Box::new(Bounce {
+            reason,
+            detail: detail[..end].into(),
+        })
+    }
+}
+
 /// The envelope: everything about a message except its payload.
 ///
 /// This is the in-memory form of `exchange.v1.Envelope`; the codec converts
@@ -220,5 +239,26 @@ pub fn kind_str(kind: Kind) -> &'static str {
         Kind::Reply => "reply",
         Kind::Publish => "publish",
         Kind::Bounce => "bounce",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounce_details_are_cut_at_a_character_boundary() {
+        let long = "é".repeat(200); // 400 bytes, two per character
+        let bounce = Bounce::new(BounceReason::HandlerFailed, &long);
+        assert_eq!(bounce.detail.len(), BOUNCE_DETAIL_BYTES_MAX);
+        let odd = format!("x{long}");
+        assert_eq!(
+            Bounce::new(BounceReason::HandlerFailed, &odd).detail.len(),
+            BOUNCE_DETAIL_BYTES_MAX - 1
+        );
+        assert_eq!(
+            &*Bounce::new(BounceReason::Expired, "short").detail,
+            "short"
+        );
     }
 }

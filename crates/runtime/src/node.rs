@@ -27,7 +27,7 @@ use rand_chacha::ChaCha8Rng;
 use rustc_hash::FxHashMap;
 use smallvec::{SmallVec, smallvec};
 
-use crate::codec::{decode_header, decode_header_routed, encode_header};
+use crate::codec::{HEADER_BYTES_MAX, decode_header, decode_header_routed, encode_header};
 use crate::component::{Component, Factory, HandlerResult};
 use crate::ctx::{Ctx, Effect};
 use crate::env::Env;
@@ -392,6 +392,9 @@ impl Node {
 
     /// A frame pair from `from`. Frames over the size limit, frames that do not
     /// decode and misaddressed frames are dropped and counted; nothing panics.
+    ///
+    /// `from` is the peer the transport says sent the frames; it is not trusted
+    /// for anything yet (the envelope's source is what replies go to).
     pub fn handle_frame(&mut self, now: Time, from: NodeId, header: &[u8], payload: Bytes) {
         let _ = from;
         self.now = now;
@@ -400,7 +403,7 @@ impl Node {
             self.stats.outcomes.drop(DropReason::Shutdown);
             return;
         }
-        if header.len() + payload.len() > self.config.message_bytes_max + 64 * 1024 {
+        if header.len() > HEADER_BYTES_MAX || payload.len() > self.config.message_bytes_max {
             self.stats.outcomes.drop(DropReason::TooLarge);
             return;
         }
@@ -722,6 +725,12 @@ impl Node {
 
     /// Registers a request as pending, checks the size limit, and routes.
     fn emit(&mut self, message: Message, route: Option<RouteId>) {
+        if let Some(flow) = &message.header.flow
+            && validate_name(flow).is_err()
+        {
+            let detail = "the flow name is not a valid name";
+            return self.refuse_at_node(message, BounceReason::NoHandler, detail);
+        }
         if message.header.kind == Kind::Request {
             if self.pending.len() >= self.config.pending_requests_max {
                 return self.refuse_at_node(
@@ -919,10 +928,7 @@ impl Node {
                 at: self.now,
             });
         }
-        header.bounce = Some(Box::new(Bounce {
-            reason,
-            detail: detail.into(),
-        }));
+        header.bounce = Some(Bounce::new(reason, detail));
         self.route(Message { header, payload }, None);
     }
 
@@ -952,10 +958,10 @@ impl Node {
                 at: self.now
             }],
             content_type: Default::default(),
-            bounce: Some(Box::new(Bounce {
-                reason: BounceReason::Expired,
-                detail: "no reply before the deadline".into(),
-            })),
+            bounce: Some(Bounce::new(
+                BounceReason::Expired,
+                "no reply before the deadline",
+            )),
         };
         let slot = &mut self.slots[pending.component.index()];
         slot.stats.accepted += 1;

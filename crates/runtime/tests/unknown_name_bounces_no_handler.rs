@@ -49,3 +49,80 @@ fn send_and_request_to_an_unknown_name_bounce_no_handler() {
     assert!(node.is_idle(), "the bounced request is no longer pending");
     assert_accounted(&node);
 }
+
+/// Sends with an invalid flow name and gets it back.
+struct BadFlow {
+    log: Log,
+}
+
+impl exchange_runtime::Component for BadFlow {
+    fn start(&mut self, ctx: &mut exchange_runtime::Ctx<'_>) -> exchange_runtime::HandlerResult {
+        let options = exchange_runtime::SendOptions {
+            flow: Some("not a name".into()),
+            ..Default::default()
+        };
+        ctx.send_with(
+            "sink.in",
+            exchange_runtime::Payload::raw(&b"x"[..]),
+            options,
+        );
+        Ok(())
+    }
+    fn handle(
+        &mut self,
+        _ctx: &mut exchange_runtime::Ctx<'_>,
+        message: &exchange_runtime::Message,
+    ) -> exchange_runtime::HandlerResult {
+        self.log.borrow_mut().push(Seen {
+            name: message.bounce_detail().unwrap_or_default().to_owned(),
+            kind: message.kind(),
+            bounce: message.bounce_reason(),
+            correlation: None,
+            at: T0,
+        });
+        Ok(())
+    }
+}
+
+#[test]
+fn an_invalid_flow_name_bounces_at_the_sender() {
+    let sender_log = log();
+    let mut node = node(1);
+    node.add_component(
+        "sink",
+        ComponentLimits::default(),
+        Box::new(|| {
+            Box::new(Recorder {
+                names: &["sink.in"],
+                log: log(),
+                reply: false,
+            })
+        }),
+    )
+    .unwrap();
+    let shared = sender_log.clone();
+    node.add_component(
+        "sender",
+        ComponentLimits::default(),
+        Box::new(move || {
+            Box::new(BadFlow {
+                log: shared.clone(),
+            })
+        }),
+    )
+    .unwrap();
+    node.start(T0);
+    settle(&mut node, T0);
+    let seen = sender_log.borrow().clone();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        (seen[0].kind, seen[0].bounce),
+        (Kind::Bounce, Some(BounceReason::NoHandler))
+    );
+    assert!(seen[0].name.contains("flow name"), "{}", seen[0].name);
+    assert_eq!(
+        node.components().next().unwrap().2.accepted,
+        0,
+        "the sink never saw it"
+    );
+}
