@@ -26,6 +26,8 @@ pub struct ComponentReport {
     pub restarts: u64,
     /// Timer firings handled.
     pub timers_fired: u64,
+    /// Sends and timers its handlers asked for past a limit and did not get.
+    pub effects_refused: u64,
     /// Deepest its queue got.
     pub queue_len_peak: u64,
     /// Median handler time.
@@ -99,6 +101,7 @@ impl Report {
                     restarts: c.restarts,
                     returned: c.returned,
                     timers_fired: c.timers_fired,
+                    effects_refused: c.effects_refused,
                     queue_len_peak: u64::from(c.queue_len_peak),
                     handler_p50_ns: c.handler_p50_ns,
                     handler_p99_ns: c.handler_p99_ns,
@@ -176,6 +179,17 @@ impl Report {
                 c.restarts,
                 nanos(c.handler_p50_ns),
                 nanos(c.handler_p99_ns),
+            );
+        }
+        for (name, c) in self
+            .components
+            .iter()
+            .filter(|(_, c)| c.effects_refused > 0)
+        {
+            let _ = writeln!(
+                out,
+                "{name}: {} sends or timers refused over its limits",
+                c.effects_refused
             );
         }
         for (node, refused) in &self.node_refused {

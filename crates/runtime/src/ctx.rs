@@ -89,7 +89,7 @@ pub(crate) enum Effect {
 ///
 /// Nothing happens until the handler returns `Ok`: then the node applies the
 /// buffered effects in order. A handler may buffer at most `outgoing_max`
-/// effects; the rest are dropped and counted as `outgoing_overflow`.
+/// effects; the rest are refused and counted in `effects_refused`.
 pub struct Ctx<'a> {
     pub(crate) me: Address,
     pub(crate) now: Time,

@@ -638,10 +638,7 @@ impl Node {
         };
         let instance = &mut slot.instance;
         let result = catch_unwind(AssertUnwindSafe(|| f(instance.as_mut(), &mut ctx)));
-        let overflowed = ctx.overflowed;
-        for _ in 0..overflowed {
-            slot.stats.outcomes.drop(DropReason::OutgoingOverflow);
-        }
+        slot.stats.effects_refused += ctx.overflowed;
         match result {
             Ok(Ok(())) => Invocation::Ok,
             Ok(Err(error)) => {
@@ -1006,7 +1003,7 @@ impl Node {
         let slot = &mut self.slots[id.index()];
         if slot.timers >= slot.limits.timers_max {
             // Refused like any effect over a limit: counted, never silent.
-            slot.stats.outcomes.drop(DropReason::OutgoingOverflow);
+            slot.stats.effects_refused += 1;
             return;
         }
         slot.timers += 1;
@@ -1082,6 +1079,7 @@ impl Node {
                 handler_p99_ns: slot.stats.handler_ns_at(0.99),
                 timers_fired: slot.stats.timers_fired,
                 returned: slot.stats.returned.bounced(),
+                effects_refused: slot.stats.effects_refused,
             })
             .collect();
         control::NodeStatus {

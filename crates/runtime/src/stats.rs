@@ -30,13 +30,11 @@ pub enum DropReason {
     NoHandler,
     /// A reply, publish or bounce the transport could not carry.
     Unreachable,
-    /// A handler emitted more messages in one invocation than `outgoing_max`.
-    OutgoingOverflow,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::Overloaded,
         DropReason::Expired,
         DropReason::Shutdown,
@@ -46,7 +44,6 @@ impl DropReason {
         DropReason::TooLarge,
         DropReason::NoHandler,
         DropReason::Unreachable,
-        DropReason::OutgoingOverflow,
     ];
 
     /// The snake-case name used in counters and reports.
@@ -61,7 +58,6 @@ impl DropReason {
             DropReason::TooLarge => "too_large",
             DropReason::NoHandler => "no_handler",
             DropReason::Unreachable => "unreachable",
-            DropReason::OutgoingOverflow => "outgoing_overflow",
         }
     }
 
@@ -149,6 +145,10 @@ pub struct ComponentStats {
     pub timers_fired: u64,
     /// Messages sent to no subscriber (publishes nobody heard; not a loss).
     pub published_unheard: u64,
+    /// Effects a handler asked for past a limit (`effects_max` per invocation,
+    /// `timers_max`) and did not get. Not messages anyone accepted, so not in
+    /// `dropped`: the handler's own sends and timers that never happened.
+    pub effects_refused: u64,
     /// Bounces this component received for what it sent, by reason (counted in
     /// `accepted` like any message; this says why they came back).
     pub returned: Outcomes,
@@ -164,6 +164,7 @@ impl Default for ComponentStats {
             restarts: 0,
             timers_fired: 0,
             published_unheard: 0,
+            effects_refused: 0,
             returned: Outcomes::default(),
             handler_ns: Histogram::new_with_bounds(1, 60_000_000_000, 2)
                 .expect("static histogram bounds are valid"),

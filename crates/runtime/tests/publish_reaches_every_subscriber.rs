@@ -1,0 +1,112 @@
+//! A publish reaches every subscriber of its name, on this node and on others:
+//! subscribing raises an `Interest` event that the driver (here the in-memory
+//! network) tells the other nodes about.
+
+mod support;
+
+use std::time::Duration;
+
+use exchange_runtime::mem::{LinkModel, MemNetwork};
+use exchange_runtime::{
+    Component, ComponentLimits, Ctx, HandlerResult, Kind, Message, NoStopwatch, Node, NodeConfig,
+    NodeId,
+};
+use support::*;
+
+/// Publishes `news.flash` once its timer fires (after everyone subscribed).
+struct Publisher;
+
+impl Component for Publisher {
+    fn start(&mut self, ctx: &mut Ctx<'_>) -> HandlerResult {
+        ctx.subscribe("news.flash");
+        ctx.set_timer(Duration::from_millis(10), 0);
+        Ok(())
+    }
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>, _token: u64) -> HandlerResult {
+        ctx.publish(
+            "news.flash",
+            &exchange_idl::kv::v1::Get {
+                key: "extra".into(),
+            },
+        );
+        Ok(())
+    }
+    fn handle(&mut self, _ctx: &mut Ctx<'_>, _message: &Message) -> HandlerResult {
+        Ok(())
+    }
+}
+
+#[test]
+fn local_and_remote_subscribers_each_get_one_copy() {
+    let logs = [log(), log(), log()];
+    let mut net = MemNetwork::new(
+        LinkModel {
+            latency: Duration::from_millis(1),
+            ..LinkModel::default()
+        },
+        9,
+    );
+    let config = NodeConfig {
+        seed: 9,
+        ..NodeConfig::default()
+    };
+    let mut n1 = Node::new(NodeId(1), "n1", config.clone());
+    n1.add_component(
+        "publisher",
+        ComponentLimits::default(),
+        Box::new(|| Box::new(Publisher)),
+    )
+    .unwrap();
+    let shared = logs[0].clone();
+    n1.add_component(
+        "local",
+        ComponentLimits::default(),
+        Box::new(move || {
+            Box::new(Starter {
+                actions: vec![Action::Subscribe("news.flash")],
+                log: shared.clone(),
+            })
+        }),
+    )
+    .unwrap();
+    net.add_node(n1);
+    for (i, log) in logs[1..].iter().enumerate() {
+        let mut node = Node::new(NodeId(i as u64 + 2), "remote", config.clone());
+        let shared = log.clone();
+        node.add_component(
+            "remote",
+            ComponentLimits::default(),
+            Box::new(move || {
+                Box::new(Starter {
+                    actions: vec![Action::Subscribe("news.flash")],
+                    log: shared.clone(),
+                })
+            }),
+        )
+        .unwrap();
+        net.add_node(node);
+    }
+    let mut now = T0;
+    net.start(now);
+    for _ in 0..1_000 {
+        net.step(now, &mut NoStopwatch);
+        match net.poll_timeout() {
+            Some(next) => now = next.max(now),
+            None => break,
+        }
+    }
+    for (i, log) in logs.iter().enumerate() {
+        let seen = log.borrow();
+        assert_eq!(seen.len(), 1, "subscriber {i} got {seen:?}");
+        assert_eq!(
+            (seen[0].name.as_str(), seen[0].kind),
+            ("news.flash", Kind::Publish)
+        );
+    }
+    let publisher = net.nodes()[0].components().next().unwrap().2.clone();
+    assert_eq!(
+        publisher.accepted, 1,
+        "the publisher subscribed too and got its own copy"
+    );
+    assert_eq!(net.stats().sent, 2, "one frame per remote subscriber node");
+}
