@@ -4,10 +4,7 @@
 //! are never encoded.
 
 use exchange_idl::exchange::v1 as pb;
-use prost::encoding::{
-    DecodeContext, WireType, decode_varint, encode_varint, encoded_len_varint, key_len, skip_field,
-};
-use smallvec::SmallVec;
+use prost::encoding::{WireType, encode_varint, encoded_len_varint, key_len};
 
 use crate::ids::{Address, ComponentId, CorrelationId, Name, NodeId};
 use crate::message::{Bounce, ContentType, HOPS_MAX, Header, Hop, Horizon, Kind, TraceContext};
@@ -154,88 +151,223 @@ fn put_address(buf: &mut Vec<u8>, tag: u32, address: Address) {
 /// knows: strings are borrowed from the frame and interned through `router`.
 /// Unknown fields (from a newer peer) are skipped.
 pub fn decode_header(bytes: &[u8], router: &Router) -> Result<Header, DecodeError> {
-    decode_header_routed(bytes, router).map(|(header, _)| header)
+    let mut header = Header::blank();
+    decode_header_into(bytes, router, &mut header)?;
+    Ok(header)
 }
 
-/// [`decode_header`], also returning the name's route if the router knows it.
-pub(crate) fn decode_header_routed(
+/// [`decode_header`] into an existing header (every field is overwritten, so a
+/// recycled box can be reused), returning the name's route if the router knows it.
+pub(crate) fn decode_header_into(
     bytes: &[u8],
     router: &Router,
-) -> Result<(Header, Option<RouteId>), DecodeError> {
-    let mut raw = RawHeader::default();
+    header: &mut Header,
+) -> Result<Option<RouteId>, DecodeError> {
+    match parse(bytes, header) {
+        Ok(raw) => raw.check(router, header),
+        Err(Malformed::Hops(n)) => Err(DecodeError::Hops(n)),
+        Err(Malformed::Wire(why)) => Err(DecodeError::Protobuf(why.to_owned())),
+    }
+}
+
+/// Why the wire format was refused, kept small so the parser's hot path stays
+/// cheap; turned into a [`DecodeError`] once, at the end.
+#[derive(Clone, Copy, Debug)]
+enum Malformed {
+    Wire(&'static str),
+    Hops(usize),
+}
+
+type Parsed<T> = Result<T, Malformed>;
+
+const TRUNCATED: Malformed = Malformed::Wire("truncated field");
+
+/// Parses the wire format: plain fields straight into `header`, the fields that
+/// still need checking or interning into the returned [`RawFields`].
+fn parse<'a>(bytes: &'a [u8], header: &mut Header) -> Parsed<RawFields<'a>> {
+    let mut raw = RawFields::default();
+    header.id = 0;
+    header.target = None;
+    header.correlation = CorrelationId(0);
+    header.deadline = None;
+    header.trace = TraceContext::default();
+    header.hops.clear();
     let mut buf = bytes;
     while !buf.is_empty() {
         let (tag, wire_type) = key(&mut buf)?;
         match (tag, wire_type) {
-            (1, WireType::Varint) => raw.id = varint(&mut buf)?,
-            (2, WireType::LengthDelimited) => raw.name = string(&mut buf)?,
-            (3, WireType::Varint) => raw.kind = varint(&mut buf)? as i32,
-            (4, WireType::LengthDelimited) => raw.source = Some(address(sub_message(&mut buf)?)?),
-            (5, WireType::LengthDelimited) => raw.target = Some(address(sub_message(&mut buf)?)?),
-            (6, WireType::Varint) => raw.correlation = varint(&mut buf)?,
-            (7, WireType::LengthDelimited) => raw.flow = string(&mut buf)?,
-            (8, WireType::Varint) => raw.horizon = varint(&mut buf)? as i32,
-            (9, WireType::Varint) => raw.deadline_us = varint(&mut buf)?,
-            (10, WireType::SixtyFourBit) => raw.trace.trace_id = fixed64(&mut buf)?,
-            (11, WireType::SixtyFourBit) => raw.trace.span_id = fixed64(&mut buf)?,
-            (12, WireType::SixtyFourBit) => raw.trace.parent_span_id = fixed64(&mut buf)?,
-            (13, WireType::Varint) => raw.trace.sampled = varint(&mut buf)? as u32 & SAMPLED != 0,
-            (14, WireType::LengthDelimited) => {
-                if raw.hops.len() >= HOPS_MAX {
-                    return Err(DecodeError::Hops(raw.hops.len() + 1));
+            (1, VARINT) => header.id = varint(&mut buf)?,
+            (2, LEN) => raw.name = string(&mut buf)?,
+            (3, VARINT) => raw.kind = varint(&mut buf)? as i32,
+            (4, LEN) => raw.source = Some(address(sub_message(&mut buf)?)?),
+            (5, LEN) => header.target = Some(address(sub_message(&mut buf)?)?),
+            (6, VARINT) => header.correlation = CorrelationId(varint(&mut buf)?),
+            (7, LEN) => raw.flow = string(&mut buf)?,
+            (8, VARINT) => raw.horizon = varint(&mut buf)? as i32,
+            (9, VARINT) => {
+                let deadline_us = varint(&mut buf)?;
+                header.deadline = (deadline_us != 0).then(|| Time::from_micros(deadline_us));
+            }
+            (10, FIXED64) => header.trace.trace_id = fixed64(&mut buf)?,
+            (11, FIXED64) => header.trace.span_id = fixed64(&mut buf)?,
+            (12, FIXED64) => header.trace.parent_span_id = fixed64(&mut buf)?,
+            (13, VARINT) => header.trace.sampled = varint(&mut buf)? as u32 & SAMPLED != 0,
+            (14, LEN) => {
+                if header.hops.len() >= HOPS_MAX {
+                    return Err(Malformed::Hops(header.hops.len() + 1));
                 }
-                raw.hops.push(hop(sub_message(&mut buf)?)?);
+                header.hops.push(hop(sub_message(&mut buf)?)?);
             }
-            (15, WireType::Varint) => raw.content_type = varint(&mut buf)? as i32,
-            (16, WireType::Varint) => raw.bounce_reason = varint(&mut buf)? as i32,
-            (17, WireType::LengthDelimited) => raw.bounce_detail = string(&mut buf)?,
-            (1..=17, _) => {
-                return Err(DecodeError::Protobuf(format!(
-                    "field {tag} has wire type {wire_type:?}"
-                )));
-            }
-            _ => {
-                skip_field(wire_type, tag, &mut buf, DecodeContext::default()).map_err(protobuf)?
-            }
+            (15, VARINT) => raw.content_type = varint(&mut buf)? as i32,
+            (16, VARINT) => raw.bounce_reason = varint(&mut buf)? as i32,
+            (17, LEN) => raw.bounce_detail = string(&mut buf)?,
+            (1..=17, _) => return Err(Malformed::Wire("a known field has the wrong wire type")),
+            _ => skip(wire_type, &mut buf)?,
         }
     }
-    raw.check(router)
+    Ok(raw)
 }
 
-/// The fields as they came off the wire, strings still borrowed.
+const VARINT: u8 = 0;
+const FIXED64: u8 = 1;
+const LEN: u8 = 2;
+const FIXED32: u8 = 5;
+
+/// Skips a field of a number this version does not know (from a newer peer).
+fn skip(wire_type: u8, buf: &mut &[u8]) -> Parsed<()> {
+    match wire_type {
+        VARINT => varint(buf).map(drop),
+        FIXED64 => take(buf, 8).map(drop),
+        LEN => sub_message(buf).map(drop),
+        FIXED32 => take(buf, 4).map(drop),
+        _ => Err(Malformed::Wire(
+            "groups and unknown wire types are not supported",
+        )),
+    }
+}
+
+#[inline]
+fn take<'a>(buf: &mut &'a [u8], len: usize) -> Parsed<&'a [u8]> {
+    if len > buf.len() {
+        return Err(TRUNCATED);
+    }
+    let (field, rest) = buf.split_at(len);
+    *buf = rest;
+    Ok(field)
+}
+
+/// A base-128 varint of at most 10 bytes, with the one-byte case first (most
+/// header keys and values).
+#[inline]
+fn varint(buf: &mut &[u8]) -> Parsed<u64> {
+    if let Some((&byte, rest)) = buf.split_first()
+        && byte < 0x80
+    {
+        *buf = rest;
+        return Ok(u64::from(byte));
+    }
+    let mut value = 0u64;
+    for (i, byte) in buf.iter().take(10).enumerate() {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            *buf = &buf[i + 1..];
+            return Ok(value);
+        }
+    }
+    Err(Malformed::Wire("truncated or overlong varint"))
+}
+
+#[inline]
+fn key(buf: &mut &[u8]) -> Parsed<(u32, u8)> {
+    let key = varint(buf)?;
+    let tag = u32::try_from(key >> 3).map_err(|_| Malformed::Wire("field number overflows"))?;
+    if tag == 0 {
+        return Err(Malformed::Wire("field number 0"));
+    }
+    Ok((tag, (key & 0x07) as u8))
+}
+
+#[inline]
+fn fixed64(buf: &mut &[u8]) -> Parsed<u64> {
+    let bytes: [u8; 8] = take(buf, 8)?.try_into().map_err(|_| TRUNCATED)?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+#[inline]
+fn sub_message<'a>(buf: &mut &'a [u8]) -> Parsed<&'a [u8]> {
+    let len = usize::try_from(varint(buf)?).map_err(|_| TRUNCATED)?;
+    take(buf, len)
+}
+
+#[inline]
+fn string<'a>(buf: &mut &'a [u8]) -> Parsed<&'a str> {
+    std::str::from_utf8(sub_message(buf)?).map_err(|_| Malformed::Wire("string is not UTF-8"))
+}
+
+/// Reads the varint fields 1..=3 of a nested message; others are skipped.
+fn nested_uints(mut buf: &[u8]) -> Parsed<[u64; 3]> {
+    let mut fields = [0; 3];
+    while !buf.is_empty() {
+        match key(&mut buf)? {
+            (tag @ 1..=3, VARINT) => fields[tag as usize - 1] = varint(&mut buf)?,
+            (1..=3, _) => return Err(Malformed::Wire("a nested field has the wrong wire type")),
+            (_, wire_type) => skip(wire_type, &mut buf)?,
+        }
+    }
+    Ok(fields)
+}
+
+fn component(value: u64) -> Parsed<ComponentId> {
+    u32::try_from(value)
+        .map(ComponentId)
+        .map_err(|_| Malformed::Wire("component index overflows u32"))
+}
+
+fn address(buf: &[u8]) -> Parsed<Address> {
+    let [node, component_index, _] = nested_uints(buf)?;
+    Ok(Address {
+        node: NodeId(node),
+        component: component(component_index)?,
+    })
+}
+
+fn hop(buf: &[u8]) -> Parsed<Hop> {
+    let [node, component_index, at_us] = nested_uints(buf)?;
+    Ok(Hop {
+        node: NodeId(node),
+        component: component(component_index)?,
+        at: Time::from_micros(at_us),
+    })
+}
+
+/// The fields that need checking or interning, strings still borrowed from the frame.
 #[derive(Default)]
-struct RawHeader<'a> {
-    id: u64,
+struct RawFields<'a> {
     name: &'a str,
     kind: i32,
     source: Option<Address>,
-    target: Option<Address>,
-    correlation: u64,
     flow: &'a str,
     horizon: i32,
-    deadline_us: u64,
-    trace: TraceContext,
-    hops: SmallVec<[Hop; 2]>,
     content_type: i32,
     bounce_reason: i32,
     bounce_detail: &'a str,
 }
 
-impl RawHeader<'_> {
-    fn check(self, router: &Router) -> Result<(Header, Option<RouteId>), DecodeError> {
-        let kind = match Kind::try_from(self.kind) {
+impl RawFields<'_> {
+    fn check(self, router: &Router, header: &mut Header) -> Result<Option<RouteId>, DecodeError> {
+        header.kind = match Kind::try_from(self.kind) {
             Ok(Kind::Unspecified) | Err(_) => return Err(DecodeError::Kind(self.kind)),
             Ok(kind) => kind,
         };
         // Names the router knows were validated when they were registered.
         let route = router.lookup(self.name);
-        let name = match route {
+        header.name = match route {
             Some(route) => router.name(route).clone(),
             None if crate::ids::validate_name(self.name).is_ok() => Name::new(self.name),
             None => return Err(DecodeError::Name(self.name.to_owned())),
         };
-        let source = self.source.ok_or(DecodeError::Source)?;
-        let bounce = match (kind, self.bounce_reason) {
+        header.source = self.source.ok_or(DecodeError::Source)?;
+        header.bounce = match (header.kind, self.bounce_reason) {
             (Kind::Bounce, 0) => return Err(DecodeError::Bounce(0)),
             (Kind::Bounce, reason) => Some(Box::new(Bounce {
                 reason: pb::BounceReason::try_from(reason)
@@ -245,126 +377,14 @@ impl RawHeader<'_> {
             (_, 0) => None,
             (_, reason) => return Err(DecodeError::Bounce(reason)),
         };
-        let header = Header {
-            id: self.id,
-            name,
-            kind,
-            source,
-            target: self.target,
-            correlation: CorrelationId(self.correlation),
-            flow: (!self.flow.is_empty()).then(|| router.intern(self.flow)),
-            // Unknown enum values from a newer peer fall back to the defaults the
-            // proto documents rather than refusing the message.
-            horizon: Horizon::try_from(self.horizon).unwrap_or(Horizon::Unspecified),
-            deadline: (self.deadline_us != 0).then(|| Time::from_micros(self.deadline_us)),
-            trace: self.trace,
-            hops: self.hops,
-            content_type: ContentType::try_from(self.content_type)
-                .unwrap_or(ContentType::Unspecified),
-            bounce,
-        };
-        Ok((header, route))
+        header.flow = (!self.flow.is_empty()).then(|| router.intern(self.flow));
+        // Unknown enum values from a newer peer fall back to the defaults the
+        // proto documents rather than refusing the message.
+        header.horizon = Horizon::try_from(self.horizon).unwrap_or(Horizon::Unspecified);
+        header.content_type =
+            ContentType::try_from(self.content_type).unwrap_or(ContentType::Unspecified);
+        Ok(route)
     }
-}
-
-fn protobuf(error: prost::DecodeError) -> DecodeError {
-    DecodeError::Protobuf(error.to_string())
-}
-
-#[inline]
-fn varint(buf: &mut &[u8]) -> Result<u64, DecodeError> {
-    match buf.split_first() {
-        Some((&byte, rest)) if byte < 0x80 => {
-            *buf = rest;
-            Ok(u64::from(byte))
-        }
-        _ => decode_varint(buf).map_err(protobuf),
-    }
-}
-
-#[inline]
-fn key(buf: &mut &[u8]) -> Result<(u32, WireType), DecodeError> {
-    let key = varint(buf)?;
-    let tag = u32::try_from(key >> 3)
-        .map_err(|_| DecodeError::Protobuf(format!("key {key} overflows")))?;
-    let wire_type = WireType::try_from(key & 0x07).map_err(protobuf)?;
-    if tag == 0 {
-        return Err(DecodeError::Protobuf("field tag 0".into()));
-    }
-    Ok((tag, wire_type))
-}
-
-#[inline]
-fn fixed64(buf: &mut &[u8]) -> Result<u64, DecodeError> {
-    let Some((bytes, rest)) = buf.split_first_chunk::<8>() else {
-        return Err(DecodeError::Protobuf("truncated fixed64".into()));
-    };
-    *buf = rest;
-    Ok(u64::from_le_bytes(*bytes))
-}
-
-#[inline]
-fn sub_message<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], DecodeError> {
-    let len = usize::try_from(varint(buf)?)
-        .map_err(|_| DecodeError::Protobuf("length overflows".into()))?;
-    if len > buf.len() {
-        return Err(DecodeError::Protobuf(format!(
-            "field of {len} bytes in {} remaining",
-            buf.len()
-        )));
-    }
-    let (field, rest) = buf.split_at(len);
-    *buf = rest;
-    Ok(field)
-}
-
-#[inline]
-fn string<'a>(buf: &mut &'a [u8]) -> Result<&'a str, DecodeError> {
-    std::str::from_utf8(sub_message(buf)?)
-        .map_err(|_| DecodeError::Protobuf("string is not UTF-8".into()))
-}
-
-/// Reads the varint fields 1..=3 of a nested message; others are skipped.
-fn nested_uints(mut buf: &[u8]) -> Result<[u64; 3], DecodeError> {
-    let mut fields = [0; 3];
-    while !buf.is_empty() {
-        let (tag, wire_type) = key(&mut buf)?;
-        match (tag, wire_type) {
-            (1..=3, WireType::Varint) => fields[tag as usize - 1] = varint(&mut buf)?,
-            (1..=3, _) => {
-                return Err(DecodeError::Protobuf(format!(
-                    "nested field {tag} has wire type {wire_type:?}"
-                )));
-            }
-            _ => {
-                skip_field(wire_type, tag, &mut buf, DecodeContext::default()).map_err(protobuf)?
-            }
-        }
-    }
-    Ok(fields)
-}
-
-fn component(value: u64) -> Result<ComponentId, DecodeError> {
-    u32::try_from(value)
-        .map(ComponentId)
-        .map_err(|_| DecodeError::Protobuf(format!("component {value} overflows u32")))
-}
-
-fn address(buf: &[u8]) -> Result<Address, DecodeError> {
-    let [node, component_index, _] = nested_uints(buf)?;
-    Ok(Address {
-        node: NodeId(node),
-        component: component(component_index)?,
-    })
-}
-
-fn hop(buf: &[u8]) -> Result<Hop, DecodeError> {
-    let [node, component_index, at_us] = nested_uints(buf)?;
-    Ok(Hop {
-        node: NodeId(node),
-        component: component(component_index)?,
-        at: Time::from_micros(at_us),
-    })
 }
 
 #[cfg(test)]

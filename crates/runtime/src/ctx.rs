@@ -14,7 +14,6 @@ use crate::message::{
 use crate::minter::Minter;
 use crate::router::{RouteId, Router};
 use crate::time::Time;
-use smallvec::smallvec;
 
 /// A payload with its encoding.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,29 +153,33 @@ impl Ctx<'_> {
         horizon: Horizon,
         bounce: Option<Box<Bounce>>,
     ) -> Message {
-        let header = Header {
-            id: self.minter.message_id(),
-            name,
-            kind,
-            source: self.me,
-            target,
-            correlation,
-            flow,
-            horizon,
-            deadline,
-            trace: self
-                .minter
-                .trace_child(self.current.map(|header| header.trace)),
-            hops: smallvec![Hop {
-                node: self.me.node,
-                component: self.me.component,
-                at: self.now
-            }],
-            content_type: payload.content_type,
-            bounce,
-        };
+        let id = self.minter.message_id();
+        let trace = self
+            .minter
+            .trace_child(self.current.map(|header| header.trace));
+        // Filled in place: a recycled box is overwritten field by field rather
+        // than by copying a whole new header into it.
+        let mut header = self.minter.spare_header();
+        header.id = id;
+        header.name = name;
+        header.kind = kind;
+        header.source = self.me;
+        header.target = target;
+        header.correlation = correlation;
+        header.flow = flow;
+        header.horizon = horizon;
+        header.deadline = deadline;
+        header.trace = trace;
+        header.hops.clear();
+        header.hops.push(Hop {
+            node: self.me.node,
+            component: self.me.component,
+            at: self.now,
+        });
+        header.content_type = payload.content_type;
+        header.bounce = bounce;
         Message {
-            header: self.minter.boxed(header),
+            header,
             payload: payload.bytes,
         }
     }

@@ -101,6 +101,28 @@ pub struct Header {
 }
 
 impl Header {
+    /// A header with every field at its default, to be filled in.
+    pub(crate) fn blank() -> Header {
+        Header {
+            id: 0,
+            name: Name::new(""),
+            kind: Kind::Unspecified,
+            source: Address {
+                node: NodeId(0),
+                component: ComponentId(0),
+            },
+            target: None,
+            correlation: CorrelationId(0),
+            flow: None,
+            horizon: Horizon::Unspecified,
+            deadline: None,
+            trace: TraceContext::default(),
+            hops: SmallVec::new(),
+            content_type: ContentType::Unspecified,
+            bounce: None,
+        }
+    }
+
     /// Appends a hop, keeping at most [`HOPS_MAX`].
     pub(crate) fn push_hop(&mut self, hop: Hop) {
         if self.hops.len() >= HOPS_MAX {

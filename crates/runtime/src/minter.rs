@@ -78,6 +78,13 @@ impl Minter {
         }
     }
 
+    /// A header box to fill in: a spare one (with stale contents) or a new one.
+    pub(crate) fn spare_header(&mut self) -> Box<Header> {
+        self.spare_headers
+            .pop()
+            .unwrap_or_else(|| Box::new(Header::blank()))
+    }
+
     /// Keeps a header box whose message has ended, for [`Minter::boxed`].
     pub(crate) fn recycle(&mut self, header: Box<Header>) {
         if self.spare_headers.len() < SPARE_HEADERS_MAX {

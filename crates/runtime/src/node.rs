@@ -27,12 +27,12 @@ use rand_chacha::ChaCha8Rng;
 use rustc_hash::FxHashMap;
 use smallvec::{SmallVec, smallvec};
 
-use crate::codec::{HEADER_BYTES_MAX, decode_header, decode_header_routed, encode_header};
+use crate::codec::{HEADER_BYTES_MAX, decode_header, decode_header_into, encode_header};
 use crate::component::{Component, Factory, HandlerResult};
 use crate::ctx::{Ctx, Effect};
 use crate::env::Env;
 use crate::ids::{Address, ComponentId, CorrelationId, InvalidName, Name, NodeId, validate_name};
-use crate::mailbox::{Item, Mailbox};
+use crate::mailbox::{Item, Mailbox, RunQueue};
 use crate::message::{Bounce, BounceReason, Header, Hop, Kind, Message, TraceContext};
 use crate::minter::Minter;
 use crate::router::{Destination, RouteId, Router};
@@ -234,7 +234,7 @@ pub struct Node {
     state: State,
     now: Time,
     slots: Vec<Slot>,
-    ready: VecDeque<ComponentId>,
+    queue: RunQueue,
     router: Router,
     timers: BTreeMap<(Time, u64), (ComponentId, u64)>,
     timer_index: FxHashMap<(ComponentId, u64), (Time, u64)>,
@@ -266,7 +266,7 @@ impl Node {
             state: State::Building,
             now: Time::ZERO,
             slots: Vec::new(),
-            ready: VecDeque::new(),
+            queue: RunQueue::new(),
             router: Router::default(),
             timers: BTreeMap::new(),
             timer_index: FxHashMap::default(),
@@ -385,7 +385,7 @@ impl Node {
 
     /// Whether nothing is queued, pending or waiting to be polled.
     pub fn is_idle(&self) -> bool {
-        self.ready.is_empty() && self.pending.is_empty() && self.outputs.is_empty()
+        self.queue.is_empty() && self.pending.is_empty() && self.outputs.is_empty()
     }
 
     // ---- inputs ----
@@ -407,12 +407,16 @@ impl Node {
             self.stats.outcomes.drop(DropReason::TooLarge);
             return;
         }
-        let (header, route) = match decode_header_routed(header, &self.router) {
-            Ok(decoded) => decoded,
-            Err(_) => return self.stats.outcomes.drop(DropReason::Malformed),
+        let mut boxed = self.minter.spare_header();
+        let route = match decode_header_into(header, &self.router, &mut boxed) {
+            Ok(route) => route,
+            Err(_) => {
+                self.minter.recycle(boxed);
+                return self.stats.outcomes.drop(DropReason::Malformed);
+            }
         };
         let message = Message {
-            header: self.minter.boxed(header),
+            header: boxed,
             payload,
         };
         match (message.header.target, message.header.kind) {
@@ -467,8 +471,7 @@ impl Node {
             self.timer_index.remove(&(component, token));
             let slot = &mut self.slots[component.index()];
             slot.timers -= 1;
-            slot.mailbox.push_timer(token);
-            self.ready.push_back(component);
+            self.queue.push_back((component, Item::Timer { token }));
         }
         while let Some(&(deadline, correlation)) = self.pending_deadlines.first() {
             if deadline > now {
@@ -508,12 +511,11 @@ impl Node {
         }
         self.state = State::Stopped;
         self.quiesce(now);
-        self.ready.clear();
-        for slot in &mut self.slots {
-            while let Some(item) = slot.mailbox.pop() {
-                if let Item::Message(_) = item {
-                    slot.stats.outcomes.drop(DropReason::Shutdown);
-                }
+        for (id, item) in std::mem::take(&mut self.queue) {
+            if let Item::Message(message) = item {
+                let slot = &mut self.slots[id.index()];
+                slot.mailbox.remove(message.size_bytes());
+                slot.stats.outcomes.drop(DropReason::Shutdown);
             }
         }
         self.pending.clear();
@@ -526,11 +528,7 @@ impl Node {
     /// Returns the component that ran, or `None` if nothing is queued.
     pub fn dispatch(&mut self, now: Time) -> Option<ComponentId> {
         self.now = now;
-        let id = self.ready.pop_front()?;
-        let item = self.slots[id.index()]
-            .mailbox
-            .pop()
-            .expect("every ready entry has a queued item");
+        let (id, item) = self.queue.pop_front()?;
         match item {
             Item::Timer { token } => {
                 self.slots[id.index()].stats.timers_fired += 1;
@@ -540,7 +538,10 @@ impl Node {
                     Invocation::Panicked(text) => self.restart(id, text),
                 }
             }
-            Item::Message(message) => self.dispatch_message(id, message),
+            Item::Message(message) => {
+                self.slots[id.index()].mailbox.remove(message.size_bytes());
+                self.dispatch_message(id, message);
+            }
         }
         Some(id)
     }
@@ -855,13 +856,17 @@ impl Node {
             // A response is admitted past the mailbox limits: there is at most one
             // per pending request, and pending requests are bounded. This is what
             // lets every request end in a reply or a bounce even under overload.
-            self.slots[id.index()].mailbox.push_unbounded(message);
-            self.ready.push_back(id);
+            self.slots[id.index()].mailbox.add(message.size_bytes());
+            self.queue.push_back((id, Item::Message(message)));
             return;
         }
-        match self.slots[id.index()].mailbox.try_push(message) {
-            Ok(()) => self.ready.push_back(id),
-            Err(message) => self.refuse(id, message, BounceReason::Overloaded, "mailbox full"),
+        let size = message.size_bytes();
+        let mailbox = &mut self.slots[id.index()].mailbox;
+        if mailbox.admits(size) {
+            mailbox.add(size);
+            self.queue.push_back((id, Item::Message(message)));
+        } else {
+            self.refuse(id, message, BounceReason::Overloaded, "mailbox full");
         }
     }
 
@@ -963,11 +968,13 @@ impl Node {
         let slot = &mut self.slots[pending.component.index()];
         slot.stats.accepted += 1;
         slot.stats.returned.bounce(BounceReason::Expired);
-        slot.mailbox.push_unbounded(Message {
+        let message = Message {
             header: self.minter.boxed(header),
             payload: Bytes::new(),
-        });
-        self.ready.push_back(pending.component);
+        };
+        slot.mailbox.add(message.size_bytes());
+        self.queue
+            .push_back((pending.component, Item::Message(message)));
     }
 
     #[inline]
@@ -1042,7 +1049,7 @@ impl Node {
     /// When the node next needs [`Node::handle_timeout`] or [`Node::run`]: the
     /// last `now` if work is queued, else the earliest timer or request deadline.
     pub fn poll_timeout(&self) -> Option<Time> {
-        if !self.ready.is_empty() {
+        if !self.queue.is_empty() {
             return Some(self.now);
         }
         let timer = self.timers.first_key_value().map(|(key, _)| key.0);
@@ -1102,7 +1109,7 @@ impl std::fmt::Debug for Node {
             .field("id", &self.id)
             .field("name", &self.name)
             .field("components", &self.slots.len())
-            .field("ready", &self.ready.len())
+            .field("queued", &self.queue.len())
             .field("pending", &self.pending.len())
             .finish_non_exhaustive()
     }
