@@ -63,7 +63,7 @@ impl LimitsConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeSettings {
-    /// Largest message a component may send.
+    /// Largest payload a component may send.
     pub message_bytes_max: usize,
     /// Sample one in this many new traces (0: none).
     pub trace_sample_one_in: u32,

@@ -12,8 +12,9 @@ pub(crate) enum Item {
     Timer { token: u64 },
 }
 
-/// The node's queue: items in arrival order, each for one component.
-pub(crate) type RunQueue = std::collections::VecDeque<(ComponentId, Item)>;
+/// The node's queue: items in arrival order, each for one component, with the
+/// size it was admitted at (so it is computed once).
+pub(crate) type RunQueue = std::collections::VecDeque<(ComponentId, usize, Item)>;
 
 /// A component's share of the run queue: counted and bounded. Timers do not
 /// count (each component has its own timer limit); messages do, by count and bytes.

@@ -12,6 +12,7 @@ const SPARE_HEADERS_MAX: usize = 1024;
 
 /// SplitMix64: a cheap bijective mix, so span ids from a counter look random
 /// (and stay unique per node) without drawing from the RNG per message.
+#[inline]
 fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -48,6 +49,7 @@ impl Minter {
     }
 
     /// A message id, unique on this node.
+    #[inline]
     pub(crate) fn message_id(&mut self) -> u64 {
         self.next_id += 1;
         self.next_id
@@ -79,6 +81,7 @@ impl Minter {
     }
 
     /// A header box to fill in: a spare one (with stale contents) or a new one.
+    #[inline]
     pub(crate) fn spare_header(&mut self) -> Box<Header> {
         self.spare_headers
             .pop()
@@ -86,12 +89,14 @@ impl Minter {
     }
 
     /// Keeps a header box whose message has ended, for [`Minter::boxed`].
+    #[inline]
     pub(crate) fn recycle(&mut self, header: Box<Header>) {
         if self.spare_headers.len() < SPARE_HEADERS_MAX {
             self.spare_headers.push(header);
         }
     }
 
+    #[inline]
     pub(crate) fn trace_child(&mut self, cause: Option<TraceContext>) -> TraceContext {
         self.next_span += 1;
         let span_id = mix(self.next_span ^ self.span_salt) | 1;

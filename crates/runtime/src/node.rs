@@ -43,7 +43,8 @@ use crate::transport::{Transmit, TransmitError};
 /// Node-wide limits and settings.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
-    /// Largest message (payload plus header estimate) a component may send.
+    /// Largest payload a component may send (headers are bounded separately, by
+    /// `codec::HEADER_BYTES_MAX`).
     pub message_bytes_max: usize,
     /// Most effects (messages, timers, subscriptions) one handler invocation may buffer.
     pub effects_max: usize,
@@ -471,7 +472,7 @@ impl Node {
             self.timer_index.remove(&(component, token));
             let slot = &mut self.slots[component.index()];
             slot.timers -= 1;
-            self.queue.push_back((component, Item::Timer { token }));
+            self.queue.push_back((component, 0, Item::Timer { token }));
         }
         while let Some(&(deadline, correlation)) = self.pending_deadlines.first() {
             if deadline > now {
@@ -511,10 +512,10 @@ impl Node {
         }
         self.state = State::Stopped;
         self.quiesce(now);
-        for (id, item) in std::mem::take(&mut self.queue) {
-            if let Item::Message(message) = item {
+        for (id, size, item) in std::mem::take(&mut self.queue) {
+            if let Item::Message(_) = item {
                 let slot = &mut self.slots[id.index()];
-                slot.mailbox.remove(message.size_bytes());
+                slot.mailbox.remove(size);
                 slot.stats.outcomes.drop(DropReason::Shutdown);
             }
         }
@@ -528,7 +529,7 @@ impl Node {
     /// Returns the component that ran, or `None` if nothing is queued.
     pub fn dispatch(&mut self, now: Time) -> Option<ComponentId> {
         self.now = now;
-        let (id, item) = self.queue.pop_front()?;
+        let (id, size, item) = self.queue.pop_front()?;
         match item {
             Item::Timer { token } => {
                 self.slots[id.index()].stats.timers_fired += 1;
@@ -539,7 +540,7 @@ impl Node {
                 }
             }
             Item::Message(message) => {
-                self.slots[id.index()].mailbox.remove(message.size_bytes());
+                self.slots[id.index()].mailbox.remove(size);
                 self.dispatch_message(id, message);
             }
         }
@@ -753,7 +754,7 @@ impl Node {
             );
             self.pending_deadlines.insert((deadline, correlation));
         }
-        if message.size_bytes() > self.config.message_bytes_max {
+        if message.payload.len() > self.config.message_bytes_max {
             return self.refuse_at_node(
                 message,
                 BounceReason::TooLarge,
@@ -856,15 +857,16 @@ impl Node {
             // A response is admitted past the mailbox limits: there is at most one
             // per pending request, and pending requests are bounded. This is what
             // lets every request end in a reply or a bounce even under overload.
-            self.slots[id.index()].mailbox.add(message.size_bytes());
-            self.queue.push_back((id, Item::Message(message)));
+            let size = message.size_bytes();
+            self.slots[id.index()].mailbox.add(size);
+            self.queue.push_back((id, size, Item::Message(message)));
             return;
         }
         let size = message.size_bytes();
         let mailbox = &mut self.slots[id.index()].mailbox;
         if mailbox.admits(size) {
             mailbox.add(size);
-            self.queue.push_back((id, Item::Message(message)));
+            self.queue.push_back((id, size, Item::Message(message)));
         } else {
             self.refuse(id, message, BounceReason::Overloaded, "mailbox full");
         }
@@ -972,9 +974,10 @@ impl Node {
             header: self.minter.boxed(header),
             payload: Bytes::new(),
         };
-        slot.mailbox.add(message.size_bytes());
+        let size = message.size_bytes();
+        slot.mailbox.add(size);
         self.queue
-            .push_back((pending.component, Item::Message(message)));
+            .push_back((pending.component, size, Item::Message(message)));
     }
 
     #[inline]
