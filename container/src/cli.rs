@@ -25,6 +25,31 @@ enum Command {
     /// Run every component of an app in one process, each in its own node on an
     /// in-memory network: the same envelope, routing, limits and traces as production.
     Dev(DevArgs),
+    /// Run one container on real sockets: the components in its config, its
+    /// `[run]` endpoints, and its `[[peer]]`s. SIGTERM or SIGINT drains and exits.
+    Run(RunArgs),
+    /// Ask a running container for its status over its control socket.
+    Status(StatusArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The container's config (TOML) with `[run]`, `[[component]]` and `[[peer]]`.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// The container's control endpoint (its `run.control`).
+    #[arg(long, value_name = "ENDPOINT")]
+    control: String,
+    /// How long to wait for an answer.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -82,6 +107,55 @@ pub fn main(registry: Registry) -> i32 {
         .init();
     match cli.command {
         Command::Dev(args) => run_dev(args, &registry),
+        Command::Run(args) => run_container(args, &registry),
+        Command::Status(args) => crate::status::print(&args.control, args.timeout, args.json),
+    }
+}
+
+/// A flag the first SIGINT/SIGTERM sets; a second one exits at once.
+fn stop_flag() -> Result<Arc<AtomicBool>, i32> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let handler = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::Relaxed) {
+            std::process::exit(130);
+        }
+    });
+    match handler {
+        Ok(()) => Ok(stop),
+        Err(error) => {
+            eprintln!("exchange: cannot install the signal handler: {error}");
+            Err(1)
+        }
+    }
+}
+
+fn run_container(args: RunArgs, registry: &Registry) -> i32 {
+    let app = match config::load(Some(&args.config), registry) {
+        Ok(app) => app,
+        Err(error) => {
+            eprintln!("exchange: {error}");
+            return 2;
+        }
+    };
+    let origin = config::Origin::File(args.config.clone());
+    if let Err(error) = app.check_run(&origin) {
+        eprintln!("exchange: {error}");
+        return 2;
+    }
+    let stop = match stop_flag() {
+        Ok(stop) => stop,
+        Err(code) => return code,
+    };
+    match crate::run::run(&app, &origin, registry, &stop) {
+        Ok(summary) => {
+            print!("{}", crate::status::render(&summary.status));
+            0
+        }
+        Err(error) => {
+            eprintln!("exchange: {error}");
+            1
+        }
     }
 }
 
@@ -108,18 +182,11 @@ fn run_dev(args: DevArgs, registry: &Registry) -> i32 {
         link,
         status: !args.no_status,
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    let handler = ctrlc::set_handler(move || {
-        // The first Ctrl-C stops cleanly (drain, report); a second one exits now.
-        if flag.swap(true, Ordering::Relaxed) {
-            std::process::exit(130);
-        }
-    });
-    if let Err(error) = handler {
-        eprintln!("exchange: cannot install the Ctrl-C handler: {error}");
-        return 1;
-    }
+    // The first Ctrl-C stops cleanly (drain, report); a second one exits now.
+    let stop = match stop_flag() {
+        Ok(stop) => stop,
+        Err(code) => return code,
+    };
     let report = match dev::run(&app, registry, &options, &stop) {
         Ok(report) => report,
         Err(error) => {

@@ -28,6 +28,71 @@ pub struct AppConfig {
     /// The components, in start order.
     #[serde(rename = "component", default)]
     pub components: Vec<ComponentConfig>,
+    /// This container in `exchange run`.
+    #[serde(default)]
+    pub run: Option<RunConfig>,
+    /// The other containers `exchange run` talks to (until discovery finds them).
+    #[serde(rename = "peer", default)]
+    pub peers: Vec<PeerConfig>,
+}
+
+/// `[run]`: this container's identity and sockets in `exchange run`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// This node's id: unique in the network, not 0.
+    pub node_id: u64,
+    /// The app-plane endpoint to bind (`tcp://127.0.0.1:7001`, `ipc:///tmp/store.sock`).
+    pub listen: String,
+    /// The control-plane endpoint to bind.
+    pub control: String,
+    /// On SIGTERM/SIGINT, how long queued work may take before what is left is
+    /// bounced (remote senders) or dropped and counted.
+    #[serde(default = "RunConfig::default_drain", with = "humantime_serde")]
+    pub drain: Duration,
+    /// How long closing sockets may spend flushing (ZeroMQ `LINGER`).
+    #[serde(default = "RunConfig::default_linger", with = "humantime_serde")]
+    pub linger: Duration,
+    /// Frames queued per peer at most before sends fail with `EAGAIN` (ZeroMQ HWM).
+    #[serde(default = "RunConfig::default_hwm")]
+    pub send_hwm: i32,
+    /// Frames queued from the network at most (ZeroMQ receive HWM).
+    #[serde(default = "RunConfig::default_hwm")]
+    pub recv_hwm: i32,
+    /// Frame sets read from the app socket per turn before timers and handlers run.
+    #[serde(default = "RunConfig::default_frames_per_turn")]
+    pub frames_per_turn_max: usize,
+}
+
+impl RunConfig {
+    fn default_drain() -> Duration {
+        Duration::from_secs(1)
+    }
+    fn default_linger() -> Duration {
+        Duration::from_millis(200)
+    }
+    fn default_hwm() -> i32 {
+        10_000
+    }
+    fn default_frames_per_turn() -> usize {
+        1_024
+    }
+}
+
+/// `[[peer]]`: another container and what it handles.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// Its node id.
+    pub node_id: u64,
+    /// Its app-plane endpoint.
+    pub endpoint: String,
+    /// Names its components handle (routed to it).
+    #[serde(default)]
+    pub handles: Vec<String>,
+    /// Names its components subscribe to (publishes go to it).
+    #[serde(default)]
+    pub subscribes: Vec<String>,
 }
 
 /// Component limits; unset fields take the app-wide `[limits]`, then the defaults.
@@ -191,6 +256,145 @@ pub enum ConfigError {
         /// What did not fit.
         error: String,
     },
+}
+
+/// The `[run]` section or a `[[peer]]` is wrong; nothing was started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunConfigError {
+    /// `exchange run` needs a `[run]` section.
+    #[error("config {origin}: no [run] section; `exchange run` needs node_id, listen and control")]
+    Missing {
+        /// The file.
+        origin: String,
+    },
+    /// An endpoint is not `tcp://HOST:PORT` or `ipc://PATH`, or its host does not resolve.
+    #[error("config {origin}: {key} = {endpoint:?}: {why}")]
+    Endpoint {
+        /// The file.
+        origin: String,
+        /// Which key (`run.listen`, `peer[2].endpoint`).
+        key: String,
+        /// The value.
+        endpoint: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A node id is 0 or used twice.
+    #[error("config {origin}: {key} = {node_id}: {why}")]
+    NodeId {
+        /// The file.
+        origin: String,
+        /// Which key.
+        key: String,
+        /// The id.
+        node_id: u64,
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A name in a peer's `handles` or `subscribes` is not a valid message name.
+    #[error("config {origin}: {key}: {error}")]
+    Name {
+        /// The file.
+        origin: String,
+        /// Which key.
+        key: String,
+        /// What is wrong.
+        error: exchange_runtime::InvalidName,
+    },
+}
+
+/// Checks an endpoint: `tcp://HOST:PORT` with a host that resolves (or `*` to
+/// bind every interface), or `ipc://PATH`.
+pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    if let Some(path) = endpoint.strip_prefix("ipc://") {
+        return if path.is_empty() {
+            Err("ipc:// needs a path".into())
+        } else {
+            Ok(())
+        };
+    }
+    let Some(address) = endpoint.strip_prefix("tcp://") else {
+        return Err("expected tcp://HOST:PORT or ipc://PATH".into());
+    };
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err("expected tcp://HOST:PORT (no port)".into());
+    };
+    if port != "*" && port.parse::<u16>().is_err() {
+        return Err(format!("port {port:?} is not a number from 0 to 65535"));
+    }
+    if host == "*" {
+        return Ok(());
+    }
+    use std::net::ToSocketAddrs;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    match (host, 0)
+        .to_socket_addrs()
+        .map(|mut addresses| addresses.next())
+    {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(format!("host {host:?} resolves to no address")),
+        Err(error) => Err(format!("host {host:?} does not resolve: {error}")),
+    }
+}
+
+impl AppConfig {
+    /// Checks `[run]` and the peers for `exchange run`.
+    pub fn check_run(&self, origin: &Origin) -> Result<&RunConfig, RunConfigError> {
+        let origin = origin.to_string();
+        let run = self.run.as_ref().ok_or_else(|| RunConfigError::Missing {
+            origin: origin.clone(),
+        })?;
+        let endpoint_error = |key: String, endpoint: &str, why: String| RunConfigError::Endpoint {
+            origin: origin.clone(),
+            key,
+            endpoint: endpoint.to_owned(),
+            why,
+        };
+        for (key, endpoint) in [("run.listen", &run.listen), ("run.control", &run.control)] {
+            check_endpoint(endpoint)
+                .map_err(|why| endpoint_error(key.to_owned(), endpoint, why))?;
+        }
+        if run.listen == run.control {
+            return Err(endpoint_error(
+                "run.control".into(),
+                &run.control,
+                "is the same as run.listen".into(),
+            ));
+        }
+        let mut ids = vec![("run.node_id".to_owned(), run.node_id)];
+        for (i, peer) in self.peers.iter().enumerate() {
+            let key = format!("peer[{i}]");
+            check_endpoint(&peer.endpoint)
+                .map_err(|why| endpoint_error(format!("{key}.endpoint"), &peer.endpoint, why))?;
+            for name in peer.handles.iter().chain(&peer.subscribes) {
+                exchange_runtime::validate_name(name).map_err(|error| RunConfigError::Name {
+                    origin: origin.clone(),
+                    key: format!("{key}.handles/subscribes"),
+                    error,
+                })?;
+            }
+            ids.push((format!("{key}.node_id"), peer.node_id));
+        }
+        for (i, (key, id)) in ids.iter().enumerate() {
+            let why = if *id == 0 {
+                Some("node ids start at 1")
+            } else if ids[..i].iter().any(|(_, other)| other == id) {
+                Some("this node id is used twice")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(RunConfigError::NodeId {
+                    origin,
+                    key: key.clone(),
+                    node_id: *id,
+                    why,
+                });
+            }
+        }
+        Ok(run)
+    }
 }
 
 /// Where the config came from, for error messages.

@@ -23,6 +23,9 @@ pub mod config;
 pub mod dev;
 pub mod registry;
 pub mod report;
+pub mod run;
+pub mod status;
+pub mod transport;
 
 /// The README's Rust examples, compiled and run as doctests.
 #[cfg(doctest)]

@@ -253,16 +253,19 @@ impl MemNetwork {
         }
     }
 
-    /// Shuts every node down (see [`Node::shutdown`]). Frames still in flight are
-    /// never accepted anywhere; they are returned for the driver to report.
+    /// Shuts every node down (see [`Node::shutdown`]). Returns how many frames
+    /// were never accepted anywhere: those still in flight, and the bounces the
+    /// nodes sent each other while all of them were stopping.
     pub fn shutdown(&mut self, now: Time) -> usize {
+        let mut undelivered = self.in_flight.len();
+        self.in_flight.clear();
         for index in 0..self.nodes.len() {
             self.nodes[index].shutdown(now);
-            while self.nodes[index].poll_output().is_some() {}
+            while let Some(output) = self.nodes[index].poll_output() {
+                undelivered += usize::from(matches!(output, Output::Transmit(_)));
+            }
         }
-        let in_flight = self.in_flight.len();
-        self.in_flight.clear();
-        in_flight
+        undelivered
     }
 }
 

@@ -217,6 +217,8 @@ struct Pending {
 enum State {
     Building,
     Running,
+    /// Running, but refusing new work from other nodes (see [`Node::drain`]).
+    Draining,
     Stopped,
 }
 
@@ -485,6 +487,29 @@ impl Node {
         }
     }
 
+    /// Starts draining before [`Node::shutdown`]: timers are cancelled (see
+    /// [`Node::quiesce`]) and new sends and requests from other nodes bounce
+    /// `Overloaded`; replies, and work already queued or caused by it, still run.
+    pub fn drain(&mut self, now: Time) {
+        self.quiesce(now);
+        if self.state == State::Running {
+            self.state = State::Draining;
+        }
+    }
+
+    /// Whether nothing is queued for a component (pending requests may remain).
+    pub fn is_quiet(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// A frame set the transport could not split into an envelope (wrong frame
+    /// count): counted as a `malformed` drop, like a header that does not decode.
+    pub fn handle_undecodable(&mut self, now: Time) {
+        self.now = now;
+        self.stats.frames_in += 1;
+        self.stats.outcomes.drop(DropReason::Malformed);
+    }
+
     /// Cancels every timer, so components start no new work; what is queued or in
     /// flight still runs. For draining before [`Node::shutdown`].
     pub fn quiesce(&mut self, now: Time) {
@@ -513,10 +538,19 @@ impl Node {
         self.state = State::Stopped;
         self.quiesce(now);
         for (id, size, item) in std::mem::take(&mut self.queue) {
-            if let Item::Message(_) = item {
-                let slot = &mut self.slots[id.index()];
-                slot.mailbox.remove(size);
-                slot.stats.outcomes.drop(DropReason::Shutdown);
+            let Item::Message(message) = item else {
+                continue;
+            };
+            self.slots[id.index()].mailbox.remove(size);
+            // A sender on another node outlives this one: it gets its message
+            // back. A sender here is stopping too, so the message is just counted.
+            if message.header.is_bounceable() && message.header.source.node != self.id {
+                self.refuse(id, message, BounceReason::Overloaded, "the node shut down");
+            } else {
+                self.slots[id.index()]
+                    .stats
+                    .outcomes
+                    .drop(DropReason::Shutdown);
             }
         }
         self.pending.clear();

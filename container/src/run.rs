@@ -1,0 +1,210 @@
+//! `exchange run`: one container on real sockets. One thread: the loop polls the
+//! app and control sockets with the node's next deadline as the timeout, feeds
+//! frames to the node, runs handlers, and sends what they emit. No thread hop
+//! between socket and handler.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use exchange_idl::exchange::v1::control;
+use exchange_runtime::{Event, Node, NodeId, Output, Time};
+use prost::Message as _;
+
+use crate::clock::{Clock, RealStopwatch};
+use crate::config::{AppConfig, Origin, RunConfig};
+use crate::registry::Registry;
+use crate::transport::{Received, SocketOptions, ZmqTransport};
+
+/// The longest the loop waits before looking at the stop flag again.
+const POLL_MAX: Duration = Duration::from_millis(50);
+
+/// Builds the node: its components, and routes to the configured peers.
+pub fn build_node(app: &AppConfig, run: &RunConfig, registry: &Registry) -> Result<Node, String> {
+    let base_limits = app
+        .limits
+        .over(&exchange_runtime::ComponentLimits::default());
+    let name = app
+        .components
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect::<Vec<_>>()
+        .join("+");
+    let mut node = Node::new(NodeId(run.node_id), &name, app.node.node_config(app.seed));
+    for component in &app.components {
+        let factory = registry
+            .factory(component.kind(), &component.settings)
+            .ok_or_else(|| format!("unknown component kind {:?}", component.kind()))??;
+        node.add_component(
+            &component.name,
+            component.limits.over(&base_limits),
+            factory,
+        )
+        .map_err(|error| error.to_string())?;
+    }
+    for peer in &app.peers {
+        for name in &peer.handles {
+            node.router_mut()
+                .add_remote_handler(name, NodeId(peer.node_id));
+        }
+        for name in &peer.subscribes {
+            node.router_mut()
+                .set_remote_subscriber(name, NodeId(peer.node_id), true);
+        }
+    }
+    Ok(node)
+}
+
+/// What a finished run reports.
+#[derive(Debug)]
+pub struct RunSummary {
+    /// The node's status at exit.
+    pub status: control::NodeStatus,
+}
+
+/// Runs the container until `stop` is set, then drains and shuts down.
+pub fn run(
+    app: &AppConfig,
+    origin: &Origin,
+    registry: &Registry,
+    stop: &Arc<AtomicBool>,
+) -> Result<RunSummary, String> {
+    let run = app.check_run(origin).map_err(|error| error.to_string())?;
+    let mut node = build_node(app, run, registry)?;
+    let options = SocketOptions {
+        linger: run.linger,
+        send_hwm: run.send_hwm,
+        recv_hwm: run.recv_hwm,
+        max_message_bytes: i64::try_from(
+            app.node.message_bytes_max + exchange_runtime::codec::HEADER_BYTES_MAX + 1024,
+        )
+        .unwrap_or(i64::MAX),
+    };
+    let mut transport =
+        ZmqTransport::bind(NodeId(run.node_id), &run.listen, &run.control, &options)
+            .map_err(|e| e.to_string())?;
+    for peer in &app.peers {
+        transport
+            .connect(NodeId(peer.node_id), &peer.endpoint)
+            .map_err(|e| e.to_string())?;
+    }
+    tracing::info!(node = run.node_id, listen = ?transport.app_endpoint(), control = ?transport.control_endpoint(), "running");
+
+    let clock = Clock::new();
+    let mut stopwatch = RealStopwatch::new();
+    node.start(clock.now());
+    flush(&mut node, &transport, clock.now());
+    while !stop.load(Ordering::Relaxed) {
+        turn(
+            &mut node,
+            &transport,
+            &clock,
+            &mut stopwatch,
+            run.frames_per_turn_max,
+        )?;
+    }
+
+    // Drain: no new work from other nodes, no timers; what is queued finishes
+    // within the bound. Then what is left is bounced (remote senders) or counted.
+    let drain_end = clock.now() + run.drain;
+    node.drain(clock.now());
+    while !node.is_quiet() && clock.now() < drain_end {
+        turn(
+            &mut node,
+            &transport,
+            &clock,
+            &mut stopwatch,
+            run.frames_per_turn_max,
+        )?;
+    }
+    let now = clock.now();
+    node.shutdown(now);
+    flush(&mut node, &transport, now);
+    let status = node.status(clock.now());
+    // Dropping the transport closes the sockets with the configured linger.
+    drop(transport);
+    Ok(RunSummary { status })
+}
+
+/// One turn of the loop: wait for I/O or the next deadline, take in frames and
+/// control requests, run handlers, send what they emitted.
+fn turn(
+    node: &mut Node,
+    transport: &ZmqTransport,
+    clock: &Clock,
+    stopwatch: &mut RealStopwatch,
+    frames_per_turn_max: usize,
+) -> Result<(), String> {
+    let now = clock.now();
+    let wait = node.poll_timeout().map_or(POLL_MAX, |deadline| {
+        deadline.saturating_since(now).min(POLL_MAX)
+    });
+    let (app_readable, control_readable) = transport
+        .poll(wait)
+        .map_err(|error| format!("poll failed: {error}"))?;
+    let now = clock.now();
+    if app_readable {
+        for _ in 0..frames_per_turn_max {
+            match transport.recv_app() {
+                None => break,
+                Some(Received::Frames {
+                    from,
+                    header,
+                    payload,
+                }) => node.handle_frame(now, from, &header, payload),
+                Some(Received::Garbage) => node.handle_undecodable(now),
+            }
+        }
+    }
+    if node.poll_timeout().is_some_and(|deadline| deadline <= now) {
+        node.handle_timeout(now);
+    }
+    node.run(now, stopwatch);
+    flush(node, transport, now);
+    if control_readable {
+        serve_control(node, transport, now);
+    }
+    Ok(())
+}
+
+/// Sends what the node emitted; failures go back in as inputs.
+fn flush(node: &mut Node, transport: &ZmqTransport, now: Time) {
+    while let Some(output) = node.poll_output() {
+        match output {
+            Output::Transmit(transmit) => {
+                if let Err(error) = transport.send(&transmit) {
+                    node.handle_transmit_error(now, transmit, error);
+                }
+            }
+            Output::Event(Event::Restarted { component, reason }) => {
+                tracing::warn!(%component, %reason, "component restarted");
+            }
+            Output::Event(Event::Failed { component }) => {
+                tracing::error!(%component, "component failed too often and was stopped");
+            }
+            Output::Event(_) => {}
+        }
+    }
+}
+
+/// Answers every waiting control request.
+fn serve_control(node: &Node, transport: &ZmqTransport, now: Time) {
+    for _ in 0..64 {
+        let Some(mut frames) = transport.recv_control() else {
+            return;
+        };
+        let body = frames.pop().unwrap_or_default();
+        let kind = match control::Request::decode(body.as_slice()) {
+            Ok(control::Request {
+                kind: Some(control::request::Kind::Status(_)),
+            }) => control::response::Kind::Status(node.status(now)),
+            Ok(_) => control::response::Kind::Error("empty request: set a kind (status)".into()),
+            Err(error) => control::response::Kind::Error(format!(
+                "not an exchange.v1.control.Request: {error}"
+            )),
+        };
+        // The identity (and any empty delimiter) go back as they came.
+        frames.push(control::Response { kind: Some(kind) }.encode_to_vec());
+        transport.send_control(frames);
+    }
+}

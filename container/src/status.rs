@@ -1,0 +1,128 @@
+//! `exchange status`: a control-plane client, and how a node's status is shown.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use exchange_idl::exchange::v1::control;
+use prost::Message as _;
+
+/// Asks the container at `endpoint` for its status.
+pub fn fetch(endpoint: &str, timeout: Duration) -> Result<control::NodeStatus, String> {
+    let context = zmq::Context::new();
+    let socket = context.socket(zmq::DEALER).map_err(|e| e.to_string())?;
+    let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    socket.set_linger(0).map_err(|e| e.to_string())?;
+    socket.set_rcvtimeo(timeout_ms).map_err(|e| e.to_string())?;
+    socket.set_sndtimeo(timeout_ms).map_err(|e| e.to_string())?;
+    socket
+        .connect(endpoint)
+        .map_err(|error| format!("cannot connect to {endpoint}: {error}"))?;
+    let request = control::Request {
+        kind: Some(control::request::Kind::Status(control::StatusRequest {})),
+    };
+    socket
+        .send(request.encode_to_vec(), 0)
+        .map_err(|error| format!("cannot send to {endpoint}: {error}"))?;
+    let reply = socket.recv_bytes(0).map_err(|_| {
+        format!(
+            "no answer from {endpoint} within {}",
+            humantime::format_duration(timeout)
+        )
+    })?;
+    match control::Response::decode(reply.as_slice()) {
+        Ok(control::Response {
+            kind: Some(control::response::Kind::Status(status)),
+        }) => Ok(status),
+        Ok(control::Response {
+            kind: Some(control::response::Kind::Error(error)),
+        }) => Err(format!("{endpoint} refused the request: {error}")),
+        Ok(_) | Err(_) => Err(format!(
+            "{endpoint} answered something that is not a control response"
+        )),
+    }
+}
+
+/// `exchange status`: prints the status and returns the exit code.
+pub fn print(endpoint: &str, timeout: Duration, json: bool) -> i32 {
+    match fetch(endpoint, timeout) {
+        Ok(status) if json => {
+            println!("{}", to_json(&status));
+            0
+        }
+        Ok(status) => {
+            print!("{}", render(&status));
+            0
+        }
+        Err(error) => {
+            eprintln!("exchange: {error}");
+            1
+        }
+    }
+}
+
+/// A status as JSON (the same keys as the control message).
+pub fn to_json(status: &control::NodeStatus) -> serde_json::Value {
+    let components: Vec<serde_json::Value> = status
+        .components
+        .iter()
+        .map(|c| {
+            serde_json::json!({
+                "name": c.name, "accepted": c.accepted, "handled": c.handled,
+                "bounced": c.bounced, "dropped": c.dropped, "returned": c.returned,
+                "restarts": c.restarts, "queue_len": c.queue_len, "queue_len_peak": c.queue_len_peak,
+                "effects_refused": c.effects_refused,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "node": status.node, "name": status.name, "components": components,
+        "node_dropped": status.node_dropped, "node_bounced": status.node_bounced,
+        "frames_in": status.frames_in, "frames_out": status.frames_out,
+        "pending_requests": status.pending_requests,
+    })
+}
+
+/// A status as a table for people.
+pub fn render(status: &control::NodeStatus) -> String {
+    let mut out = format!(
+        "node n{} ({}): {} frames in, {} out\n",
+        status.node, status.name, status.frames_in, status.frames_out
+    );
+    let _ = writeln!(
+        out,
+        "{:<10} {:>10} {:>10} {:<24} {:<24} {:>6}",
+        "component", "accepted", "handled", "bounced", "dropped", "queue"
+    );
+    let reasons = |counts: &std::collections::BTreeMap<String, u64>| {
+        if counts.is_empty() {
+            "-".to_owned()
+        } else {
+            counts
+                .iter()
+                .map(|(reason, n)| format!("{reason}={n}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+    };
+    for c in &status.components {
+        let _ = writeln!(
+            out,
+            "{:<10} {:>10} {:>10} {:<24} {:<24} {:>6}",
+            c.name,
+            c.accepted,
+            c.handled,
+            reasons(&c.bounced),
+            reasons(&c.dropped),
+            c.queue_len
+        );
+    }
+    if !status.node_dropped.is_empty() || !status.node_bounced.is_empty() {
+        let _ = writeln!(
+            out,
+            "refused by the node: dropped {} bounced {}",
+            reasons(&status.node_dropped),
+            reasons(&status.node_bounced)
+        );
+    }
+    out
+}
