@@ -355,7 +355,8 @@ impl AppConfig {
             check_endpoint(endpoint)
                 .map_err(|why| endpoint_error(key.to_owned(), endpoint, why))?;
         }
-        if run.listen == run.control {
+        let ephemeral = run.listen.ends_with(":0") || run.listen.ends_with(":*");
+        if run.listen == run.control && !ephemeral {
             return Err(endpoint_error(
                 "run.control".into(),
                 &run.control,

@@ -1,0 +1,197 @@
+//! Starting `exchange run` processes for tests: configs in a temp dir, `ipc://`
+//! endpoints (no port races), bounded waits, every child stopped by its pid.
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use exchange_idl::exchange::v1::control::NodeStatus;
+
+/// One of the example app's components, as a node of the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub name: &'static str,
+    pub id: u64,
+    pub handles: &'static [&'static str],
+}
+
+pub const STORE: Member = Member {
+    name: "store",
+    id: 1,
+    handles: &["kv.get", "kv.put", "kv.subscribe"],
+};
+pub const FEED: Member = Member {
+    name: "feed",
+    id: 2,
+    handles: &["feed.post", "feed.follow", "feed.timeline"],
+};
+pub const LOADGEN: Member = Member {
+    name: "loadgen",
+    id: 3,
+    handles: &[],
+};
+pub const APP: [Member; 3] = [STORE, FEED, LOADGEN];
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    children: Vec<(Member, Child)>,
+}
+
+impl Cluster {
+    pub fn new() -> Cluster {
+        Cluster {
+            dir: tempfile::tempdir().expect("a temp dir"),
+            children: Vec::new(),
+        }
+    }
+
+    pub fn app_endpoint(&self, member: Member) -> String {
+        format!("ipc://{}/{}.app", self.dir.path().display(), member.name)
+    }
+
+    pub fn control_endpoint(&self, member: Member) -> String {
+        format!("ipc://{}/{}.ctl", self.dir.path().display(), member.name)
+    }
+
+    /// Writes `member`'s config (with `extra` TOML appended) and returns its path.
+    pub fn config(&self, member: Member, extra: &str) -> PathBuf {
+        let mut toml = format!(
+            "seed = {id}\n[run]\nnode_id = {id}\nlisten = {listen:?}\ncontrol = {control:?}\ndrain = \"500ms\"\nlinger = \"100ms\"\n\n[[component]]\nname = {name:?}\n",
+            id = member.id,
+            listen = self.app_endpoint(member),
+            control = self.control_endpoint(member),
+            name = member.name,
+        );
+        toml.push_str(extra);
+        for peer in APP.iter().filter(|peer| **peer != member) {
+            toml.push_str(&format!(
+                "\n[[peer]]\nnode_id = {}\nendpoint = {:?}\nhandles = {:?}\n",
+                peer.id,
+                self.app_endpoint(*peer),
+                peer.handles
+            ));
+        }
+        let path = self.dir.path().join(format!("{}.toml", member.name));
+        std::fs::write(&path, toml).expect("config written");
+        path
+    }
+
+    /// Starts `member` with `extra` config.
+    pub fn start(&mut self, member: Member, extra: &str) {
+        let config = self.config(member, extra);
+        let child = Command::new(env!("CARGO_BIN_EXE_exchange"))
+            .args(["run", "--config", config.to_str().expect("utf-8 path")])
+            .env_remove("EXCHANGE_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("exchange run starts");
+        self.children.push((member, child));
+    }
+
+    /// The member's status, once it answers (within 5 s).
+    pub fn status(&self, member: Member) -> NodeStatus {
+        let endpoint = self.control_endpoint(member);
+        let started = Instant::now();
+        loop {
+            match exchange_container::status::fetch(&endpoint, Duration::from_millis(500)) {
+                Ok(status) => return status,
+                Err(error) if started.elapsed() > Duration::from_secs(5) => {
+                    panic!("{}: {error}", member.name)
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// Waits (at most `timeout`) until `ready` holds for the member's status.
+    pub fn wait_for(
+        &self,
+        member: Member,
+        timeout: Duration,
+        ready: impl Fn(&NodeStatus) -> bool,
+    ) -> NodeStatus {
+        let started = Instant::now();
+        loop {
+            let status = self.status(member);
+            if ready(&status) {
+                return status;
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "{} not ready within {timeout:?}: {status:?}",
+                member.name
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills `member` with SIGKILL (no drain, no goodbye), by its pid.
+    pub fn kill(&mut self, member: Member) {
+        let index = self
+            .children
+            .iter()
+            .position(|(m, _)| *m == member)
+            .expect("member is running");
+        let (_, mut child) = self.children.remove(index);
+        let sent = Command::new("kill")
+            .args(["-KILL", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        let _ = child.wait();
+    }
+
+    /// Sends SIGTERM to `member` and waits (at most `within`) for it to exit;
+    /// returns its exit status, stdout and how long it took.
+    pub fn terminate(
+        &mut self,
+        member: Member,
+        within: Duration,
+    ) -> (ExitStatus, String, Duration) {
+        let index = self
+            .children
+            .iter()
+            .position(|(m, _)| *m == member)
+            .expect("member is running");
+        let (_, mut child) = self.children.remove(index);
+        let started = Instant::now();
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+        loop {
+            if let Some(status) = child.try_wait().expect("child status") {
+                let output = child.wait_with_output().expect("child output");
+                return (
+                    status,
+                    String::from_utf8_lossy(&output.stdout).into_owned(),
+                    started.elapsed(),
+                );
+            }
+            if started.elapsed() > within {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{} did not exit within {within:?} of SIGTERM", member.name);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Sums a reason map.
+pub fn total(counts: &std::collections::BTreeMap<String, u64>) -> u64 {
+    counts.values().sum()
+}

@@ -1,0 +1,108 @@
+//! The example app, one container per component over ZeroMQ (ipc): requests
+//! and replies cross processes, peers started in reverse order still connect,
+//! every component's counters balance, and SIGTERM drains and exits quickly.
+
+mod cluster;
+
+use std::time::Duration;
+
+use cluster::*;
+
+fn run_app(order: [Member; 3], pause: Duration) {
+    let mut cluster = Cluster::new();
+    for member in order {
+        cluster.start(member, "");
+        std::thread::sleep(pause);
+    }
+    // Work flows once all three are up: the load generator's requests get replies.
+    let feed = cluster.wait_for(FEED, Duration::from_secs(10), |s| {
+        s.components[0].handled > 500
+    });
+    let store = cluster.wait_for(STORE, Duration::from_secs(10), |s| {
+        s.components[0].handled > 1_000
+    });
+    assert!(feed.components[0].handled > 0 && store.components[0].handled > 0);
+
+    for member in order.into_iter().rev() {
+        let (status, stdout, took) = cluster.terminate(member, Duration::from_secs(2));
+        assert!(
+            status.success(),
+            "{} exited with {status}: {stdout}",
+            member.name
+        );
+        assert!(
+            took < Duration::from_secs(2),
+            "{} took {took:?} to stop",
+            member.name
+        );
+        assert!(
+            stdout.contains(member.name),
+            "the final status is printed: {stdout}"
+        );
+    }
+}
+
+#[test]
+fn request_reply_across_processes() {
+    run_app([STORE, FEED, LOADGEN], Duration::from_millis(100));
+}
+
+#[test]
+fn peers_started_in_reverse_order_still_connect() {
+    // The load generator starts first and the store last, a second later: its
+    // first requests wait in ZeroMQ's queues until the peers are up.
+    run_app([LOADGEN, FEED, STORE], Duration::from_millis(500));
+}
+
+#[test]
+fn counters_balance_in_every_live_process() {
+    let mut cluster = Cluster::new();
+    for member in APP {
+        cluster.start(member, "");
+    }
+    cluster.wait_for(LOADGEN, Duration::from_secs(10), |s| {
+        s.components[0].handled > 2_000
+    });
+    // A status is taken between turns of the container's loop, so it is a
+    // consistent snapshot: what was accepted is handled, refused, or still queued.
+    for member in APP {
+        let status = cluster.status(member);
+        let c = &status.components[0];
+        assert!(c.accepted > 0, "{}: {c:?}", member.name);
+        assert_eq!(
+            c.accepted,
+            c.handled + total(&c.bounced) + total(&c.dropped) + u64::from(c.queue_len),
+            "{}: {c:?}",
+            member.name
+        );
+        assert_eq!(
+            total(&status.node_dropped),
+            0,
+            "{}: nothing malformed or lost: {status:?}",
+            member.name
+        );
+    }
+    for member in APP {
+        let (status, _, _) = cluster.terminate(member, Duration::from_secs(2));
+        assert!(status.success());
+    }
+}
+
+#[test]
+fn sigterm_drains_and_exits_within_2s_even_when_peers_are_gone() {
+    let mut cluster = Cluster::new();
+    for member in APP {
+        cluster.start(member, "");
+    }
+    cluster.wait_for(LOADGEN, Duration::from_secs(10), |s| {
+        s.components[0].handled > 1_000
+    });
+    // The peers vanish mid-flight; the load generator's requests now sit in
+    // ZeroMQ's queues toward them, and its pending requests will never be answered.
+    cluster.kill(STORE);
+    cluster.kill(FEED);
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, stdout, took) = cluster.terminate(LOADGEN, Duration::from_secs(2));
+    assert!(status.success(), "exit status {status}: {stdout}");
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}

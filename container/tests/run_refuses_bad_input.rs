@@ -1,0 +1,132 @@
+//! `exchange run` against bad input: garbage frames straight at the app socket
+//! are counted as `malformed` and the container keeps serving; an oversize
+//! payload is refused at the sender with `TooLarge`; a port already in use and a
+//! malformed or unresolvable endpoint are clear errors.
+
+mod cluster;
+
+use std::process::Command;
+use std::time::Duration;
+
+use cluster::*;
+use exchange_idl::exchange::v1 as pb;
+use exchange_idl::kv::v1::Put;
+use prost::Message as _;
+
+#[test]
+fn garbage_frames_are_counted_malformed_and_the_container_keeps_serving() {
+    let mut cluster = Cluster::new();
+    cluster.start(STORE, "");
+    cluster.status(STORE);
+
+    let context = zmq::Context::new();
+    let raw = context.socket(zmq::DEALER).unwrap();
+    raw.set_linger(0).unwrap();
+    raw.connect(&cluster.app_endpoint(STORE)).unwrap();
+    raw.send_multipart([&b"just one frame"[..]], 0).unwrap();
+    raw.send_multipart([&b"\xff\xff"[..], b"payload"], 0)
+        .unwrap();
+    raw.send_multipart([&b"a"[..], b"b", b"c", b"d"], 0)
+        .unwrap();
+    // Then a well-formed one-way put, from a stranger: it is handled.
+    let envelope = pb::Envelope {
+        id: 1,
+        name: "kv.put".into(),
+        kind: pb::Kind::Send as i32,
+        source: Some(pb::Address {
+            node: 99,
+            component: 0,
+        }),
+        ..Default::default()
+    };
+    let put = Put {
+        key: "k".into(),
+        value: b"v".to_vec(),
+    };
+    raw.send_multipart([envelope.encode_to_vec(), put.encode_to_vec()], 0)
+        .unwrap();
+
+    let status = cluster.wait_for(STORE, Duration::from_secs(5), |s| {
+        s.components[0].handled == 1
+    });
+    assert_eq!(status.node_dropped.get("malformed"), Some(&3), "{status:?}");
+    assert_eq!(status.frames_in, 4);
+    let (exit, _, _) = cluster.terminate(STORE, Duration::from_secs(2));
+    assert!(exit.success());
+}
+
+#[test]
+fn an_oversize_payload_is_refused_at_the_sender_with_too_large() {
+    let mut cluster = Cluster::new();
+    cluster.start(STORE, "");
+    cluster.start(FEED, "");
+    // Every post the load generator makes is larger than 16 bytes.
+    cluster.start(LOADGEN, "[node]\nmessage_bytes_max = 16\n");
+    let status = cluster.wait_for(LOADGEN, Duration::from_secs(10), |s| {
+        s.node_bounced.get("too_large").copied().unwrap_or(0) > 10
+    });
+    let returned = status.components[0]
+        .returned
+        .get("too_large")
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        returned > 10,
+        "the load generator got its payloads back: {status:?}"
+    );
+    let feed = cluster.status(FEED);
+    assert_eq!(
+        total(&feed.node_dropped),
+        0,
+        "nothing oversize reached the feed: {feed:?}"
+    );
+}
+
+fn run_error(config: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, config).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_exchange"))
+        .args(["run", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "a bad config must not run");
+    String::from_utf8_lossy(&output.stderr).replace(path.to_str().unwrap(), "[FILE]")
+}
+
+const COMPONENT: &str = "[[component]]\nname = \"store\"\n";
+
+#[test]
+fn a_port_in_use_says_which() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let error = run_error(&format!(
+        "[run]\nnode_id = 1\nlisten = \"tcp://127.0.0.1:{port}\"\ncontrol = \"tcp://127.0.0.1:0\"\n{COMPONENT}"
+    ));
+    assert!(
+        error.contains(&format!(
+            "cannot bind tcp://127.0.0.1:{port}: the address is already in use"
+        )),
+        "{error}"
+    );
+}
+
+#[test]
+fn malformed_and_unresolvable_endpoints_are_clear_errors() {
+    let malformed = run_error(&format!(
+        "[run]\nnode_id = 1\nlisten = \"127.0.0.1:7000\"\ncontrol = \"tcp://127.0.0.1:0\"\n{COMPONENT}"
+    ));
+    let no_port = run_error(&format!(
+        "[run]\nnode_id = 1\nlisten = \"tcp://127.0.0.1\"\ncontrol = \"tcp://127.0.0.1:0\"\n{COMPONENT}"
+    ));
+    let unresolvable = run_error(&format!(
+        "[run]\nnode_id = 1\nlisten = \"tcp://127.0.0.1:0\"\ncontrol = \"tcp://127.0.0.1:0\"\n{COMPONENT}\n[[peer]]\nnode_id = 2\nendpoint = \"tcp://no-such-host.invalid:7000\"\n"
+    ));
+    let duplicate = run_error(&format!(
+        "[run]\nnode_id = 1\nlisten = \"tcp://127.0.0.1:0\"\ncontrol = \"tcp://127.0.0.1:0\"\n{COMPONENT}\n[[peer]]\nnode_id = 1\nendpoint = \"tcp://127.0.0.1:7000\"\n"
+    ));
+    let missing = run_error(COMPONENT);
+    let unresolvable_line = unresolvable.lines().next().unwrap_or_default().to_owned();
+    assert!(unresolvable_line.starts_with("exchange: config [FILE]: peer[0].endpoint = \"tcp://no-such-host.invalid:7000\": host \"no-such-host.invalid\" does not resolve"), "{unresolvable}");
+    insta::assert_snapshot!([malformed, no_port, duplicate, missing].join(""));
+}
