@@ -71,6 +71,7 @@ pub fn to_json(status: &control::NodeStatus) -> serde_json::Value {
                 "bounced": c.bounced, "dropped": c.dropped, "returned": c.returned,
                 "restarts": c.restarts, "queue_len": c.queue_len, "queue_len_peak": c.queue_len_peak,
                 "effects_refused": c.effects_refused,
+                "requests_sent": c.requests_sent, "responses_received": c.responses_received,
             })
         })
         .collect();

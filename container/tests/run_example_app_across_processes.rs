@@ -106,3 +106,52 @@ fn sigterm_drains_and_exits_within_2s_even_when_peers_are_gone() {
     assert!(status.success(), "exit status {status}: {stdout}");
     assert!(took < Duration::from_secs(2), "took {took:?}");
 }
+
+#[test]
+fn kill_9_under_load_then_restart_loses_nothing_silently() {
+    let mut cluster = Cluster::new();
+    for member in APP {
+        cluster.start(member, "");
+    }
+    cluster.wait_for(LOADGEN, Duration::from_secs(10), |s| {
+        s.components[0].handled > 1_000
+    });
+    // The feed dies holding requests; a new one takes its place.
+    cluster.kill(FEED);
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.start(FEED, "");
+    cluster.wait_for(FEED, Duration::from_secs(10), |s| {
+        s.components[0].handled > 500
+    });
+    // Requests the dead feed held reach their deadline (2 s) and come back Expired.
+    let loadgen = cluster.wait_for(LOADGEN, Duration::from_secs(10), |s| {
+        s.components[0]
+            .returned
+            .get("expired")
+            .copied()
+            .unwrap_or(0)
+            > 0
+    });
+    let c = &loadgen.components[0];
+    // Every request the load generator ever sent has exactly one outcome: a reply
+    // or a bounce (of any reason), or it is still pending.
+    assert_eq!(
+        c.requests_sent,
+        c.responses_received + u64::from(loadgen.pending_requests),
+        "{loadgen:?}"
+    );
+    assert_eq!(
+        c.accepted,
+        c.handled + total(&c.bounced) + total(&c.dropped) + u64::from(c.queue_len)
+    );
+    let store = cluster.status(STORE);
+    let s = &store.components[0];
+    assert_eq!(
+        s.accepted,
+        s.handled + total(&s.bounced) + total(&s.dropped) + u64::from(s.queue_len)
+    );
+    for member in APP {
+        let (status, _, _) = cluster.terminate(member, Duration::from_secs(2));
+        assert!(status.success());
+    }
+}

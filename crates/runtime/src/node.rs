@@ -758,44 +758,41 @@ impl Node {
 
     /// Registers a request as pending, checks the size limit, and routes.
     fn emit(&mut self, message: Message, route: Option<RouteId>) {
+        // A request is registered before anything can refuse it, so that the
+        // refusal's bounce settles it like any other answer.
+        if message.header.kind == Kind::Request {
+            self.register_request(&message.header);
+            if self.pending.len() > self.config.pending_requests_max {
+                let detail = "too many requests awaiting replies";
+                return self.refuse_at_node(message, BounceReason::Overloaded, detail);
+            }
+        }
         if let Some(flow) = &message.header.flow
             && validate_name(flow).is_err()
         {
             let detail = "the flow name is not a valid name";
             return self.refuse_at_node(message, BounceReason::NoHandler, detail);
         }
-        if message.header.kind == Kind::Request {
-            if self.pending.len() >= self.config.pending_requests_max {
-                return self.refuse_at_node(
-                    message,
-                    BounceReason::Overloaded,
-                    "too many requests awaiting replies",
-                );
-            }
-            let deadline = message
-                .header
-                .deadline
-                .expect("requests always carry a deadline");
-            let correlation = message.header.correlation;
-            self.pending.insert(
-                correlation,
-                Pending {
-                    component: message.header.source.component,
-                    deadline,
-                    name: message.header.name.clone(),
-                    trace: message.header.trace,
-                },
-            );
-            self.pending_deadlines.insert((deadline, correlation));
-        }
         if message.payload.len() > self.config.message_bytes_max {
-            return self.refuse_at_node(
-                message,
-                BounceReason::TooLarge,
-                "larger than message_bytes_max",
-            );
+            let detail = "larger than message_bytes_max";
+            return self.refuse_at_node(message, BounceReason::TooLarge, detail);
         }
         self.route(message, route);
+    }
+
+    fn register_request(&mut self, header: &Header) {
+        let component = header.source.component;
+        self.slots[component.index()].stats.requests_sent += 1;
+        let deadline = header.deadline.expect("requests always carry a deadline");
+        let pending = Pending {
+            component,
+            deadline,
+            name: header.name.clone(),
+            trace: header.trace,
+        };
+        self.pending.insert(header.correlation, pending);
+        self.pending_deadlines
+            .insert((deadline, header.correlation));
     }
 
     /// Routes by target address, or by name (`route` is the name's route if the
@@ -883,6 +880,7 @@ impl Node {
             match self.pending.get(&correlation) {
                 Some(pending) if pending.component == id => {
                     let pending = self.pending.remove(&correlation).expect("just looked up");
+                    self.slots[id.index()].stats.responses_received += 1;
                     self.pending_deadlines
                         .remove(&(pending.deadline, correlation));
                 }
@@ -1003,6 +1001,7 @@ impl Node {
         };
         let slot = &mut self.slots[pending.component.index()];
         slot.stats.accepted += 1;
+        slot.stats.responses_received += 1;
         slot.stats.returned.bounce(BounceReason::Expired);
         let message = Message {
             header: self.minter.boxed(header),
@@ -1124,6 +1123,8 @@ impl Node {
                 timers_fired: slot.stats.timers_fired,
                 returned: slot.stats.returned.bounced(),
                 effects_refused: slot.stats.effects_refused,
+                requests_sent: slot.stats.requests_sent,
+                responses_received: slot.stats.responses_received,
             })
             .collect();
         control::NodeStatus {

@@ -149,6 +149,11 @@ pub struct ComponentStats {
     /// `timers_max`) and did not get. Not messages anyone accepted, so not in
     /// `dropped`: the handler's own sends and timers that never happened.
     pub effects_refused: u64,
+    /// Requests its handlers sent.
+    pub requests_sent: u64,
+    /// Replies and bounces that ended one of its requests (`Expired` included):
+    /// `requests_sent = responses_received + its requests still pending`.
+    pub responses_received: u64,
     /// Bounces this component received for what it sent, by reason (counted in
     /// `accepted` like any message; this says why they came back).
     pub returned: Outcomes,
@@ -165,6 +170,8 @@ impl Default for ComponentStats {
             timers_fired: 0,
             published_unheard: 0,
             effects_refused: 0,
+            requests_sent: 0,
+            responses_received: 0,
             returned: Outcomes::default(),
             handler_ns: Histogram::new_with_bounds(1, 60_000_000_000, 2)
                 .expect("static histogram bounds are valid"),

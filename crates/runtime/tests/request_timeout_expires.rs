@@ -91,3 +91,59 @@ fn an_unanswered_request_expires_and_the_late_reply_is_counted() {
     assert_eq!(client.handled, 1);
     assert_accounted(&node);
 }
+
+#[test]
+fn a_request_over_the_pending_limit_bounces_overloaded_and_is_still_answered_once() {
+    let client_log = log();
+    let config = exchange_runtime::NodeConfig {
+        pending_requests_max: 2,
+        seed: 7,
+        ..Default::default()
+    };
+    let mut node = exchange_runtime::Node::new(exchange_runtime::NodeId(1), "n1", config);
+    node.add_component(
+        "server",
+        ComponentLimits::default(),
+        Box::new(|| Box::new(SlowServer { waiting: vec![] })),
+    )
+    .unwrap();
+    let shared = client_log.clone();
+    node.add_component(
+        "client",
+        ComponentLimits::default(),
+        Box::new(move || {
+            let request = Action::Request("slow.get", Duration::from_millis(100));
+            Box::new(Starter {
+                actions: vec![request.clone(), request.clone(), request],
+                log: shared.clone(),
+            })
+        }),
+    )
+    .unwrap();
+    node.start(T0);
+    settle(&mut node, T0);
+    let seen = client_log.borrow().clone();
+    assert_eq!(
+        seen.len(),
+        1,
+        "the third request is answered at once: {seen:?}"
+    );
+    assert_eq!(seen[0].bounce, Some(BounceReason::Overloaded));
+
+    settle(&mut node, T0 + Duration::from_millis(100));
+    settle(&mut node, T0 + Duration::from_millis(200));
+    let client = node
+        .components()
+        .find(|(_, n, _)| *n == "client")
+        .unwrap()
+        .2
+        .clone();
+    assert_eq!((client.requests_sent, client.responses_received), (3, 3));
+    assert_eq!(
+        client.outcomes.dropped_for(DropReason::LateReply),
+        2,
+        "the slow replies came after expiry"
+    );
+    assert!(node.is_idle());
+    assert_accounted(&node);
+}
