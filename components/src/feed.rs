@@ -1,6 +1,6 @@
 //! `feed`: a small social feed on the store. Users post and follow; a post is
 //! stored at `post/<id>`, then added to the timeline (`timeline/<user>`) of its
-//! author and each follower.
+//! author and each follower, and published as `feed.posted`.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;

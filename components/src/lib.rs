@@ -39,6 +39,7 @@ pub fn describe(name: &str, kind: Kind, payload: &[u8]) -> Option<String> {
     let text = match (name, request) {
         ("feed.post", true) => format!("{:?}", feed_pb::Post::decode(payload).ok()?),
         ("feed.post", false) => format!("{:?}", feed_pb::Posted::decode(payload).ok()?),
+        ("feed.posted", _) => format!("{:?}", feed_pb::StoredPost::decode(payload).ok()?),
         ("feed.follow", true) => format!("{:?}", feed_pb::Follow::decode(payload).ok()?),
         ("feed.follow", false) => format!("{:?}", feed_pb::Followed::decode(payload).ok()?),
         ("feed.timeline", true) => format!("{:?}", feed_pb::GetTimeline::decode(payload).ok()?),

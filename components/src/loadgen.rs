@@ -1,6 +1,7 @@
 //! `loadgen`: drives the feed with random users. Every tick it posts, follows and
 //! reads timelines, keeping at most `in_flight_max` requests outstanding, and it
-//! watches every timeline change through a store subscription.
+//! watches every timeline change (a store subscription) and every new post (a
+//! `feed.posted` subscription).
 
 use std::time::Duration;
 
@@ -34,6 +35,10 @@ pub struct LoadgenSettings {
     /// How long to wait for the feed.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// Subscribe to every timeline change in the store (`kv.changed`).
+    pub watch_timelines: bool,
+    /// Subscribe to every new post (`feed.posted`).
+    pub watch_posts: bool,
 }
 
 impl Default for LoadgenSettings {
@@ -47,6 +52,8 @@ impl Default for LoadgenSettings {
             follow_weight: 2,
             timeline_weight: 3,
             request_timeout: Duration::from_secs(2),
+            watch_timelines: true,
+            watch_posts: true,
         }
     }
 }

@@ -155,3 +155,31 @@ fn kill_9_under_load_then_restart_loses_nothing_silently() {
         assert!(status.success());
     }
 }
+
+#[test]
+fn a_publish_reaches_every_subscriber_process_once() {
+    let members = [STORE, FEED, LOADGEN, WATCHER_A, WATCHER_B];
+    let mut cluster = Cluster::of(&members);
+    for member in members {
+        cluster.start(member, "");
+    }
+    cluster.wait_for(WATCHER_B, Duration::from_secs(10), |s| {
+        s.components[0].handled > 200
+    });
+    // Stop the load, let the feed finish, then both watchers have seen every post.
+    let (status, _, _) = cluster.terminate(LOADGEN, Duration::from_secs(2));
+    assert!(status.success());
+    let feed = cluster.wait_for(FEED, Duration::from_secs(5), |s| {
+        s.pending_requests == 0 && s.components[0].queue_len == 0
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let a = cluster.status(WATCHER_A).components[0].clone();
+    let b = cluster.status(WATCHER_B).components[0].clone();
+    assert!(a.handled > 200, "{a:?}");
+    assert_eq!(
+        (a.accepted, a.handled),
+        (b.accepted, b.handled),
+        "each watcher got every feed.posted once"
+    );
+    assert_eq!(total(&feed.node_dropped), 0, "{feed:?}");
+}

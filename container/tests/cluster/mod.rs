@@ -12,36 +12,77 @@ use exchange_idl::exchange::v1::control::NodeStatus;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Member {
     pub name: &'static str,
+    pub kind: &'static str,
     pub id: u64,
     pub handles: &'static [&'static str],
+    pub subscribes: &'static [&'static str],
+    /// `[component.settings]` lines.
+    pub settings: &'static str,
 }
+
+const POSTED: &[&str] = &["feed.posted"];
 
 pub const STORE: Member = Member {
     name: "store",
+    kind: "store",
     id: 1,
     handles: &["kv.get", "kv.put", "kv.subscribe"],
+    subscribes: &[],
+    settings: "",
 };
 pub const FEED: Member = Member {
     name: "feed",
+    kind: "feed",
     id: 2,
     handles: &["feed.post", "feed.follow", "feed.timeline"],
+    subscribes: &[],
+    settings: "",
 };
 pub const LOADGEN: Member = Member {
     name: "loadgen",
+    kind: "loadgen",
     id: 3,
     handles: &[],
+    subscribes: POSTED,
+    settings: "",
+};
+/// Load generators that only watch new posts (no load, no timelines).
+const WATCHING: &str = "ops_per_tick = 0\nwatch_timelines = false\n";
+pub const WATCHER_A: Member = Member {
+    name: "watcher-a",
+    kind: "loadgen",
+    id: 4,
+    handles: &[],
+    subscribes: POSTED,
+    settings: WATCHING,
+};
+pub const WATCHER_B: Member = Member {
+    name: "watcher-b",
+    kind: "loadgen",
+    id: 5,
+    handles: &[],
+    subscribes: POSTED,
+    settings: WATCHING,
 };
 pub const APP: [Member; 3] = [STORE, FEED, LOADGEN];
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
+    members: Vec<Member>,
     children: Vec<(Member, Child)>,
 }
 
 impl Cluster {
+    /// A cluster of the example app's three components.
     pub fn new() -> Cluster {
+        Cluster::of(&APP)
+    }
+
+    /// A cluster of `members`: each is configured with all the others as peers.
+    pub fn of(members: &[Member]) -> Cluster {
         Cluster {
             dir: tempfile::tempdir().expect("a temp dir"),
+            members: members.to_vec(),
             children: Vec::new(),
         }
     }
@@ -57,19 +98,22 @@ impl Cluster {
     /// Writes `member`'s config (with `extra` TOML appended) and returns its path.
     pub fn config(&self, member: Member, extra: &str) -> PathBuf {
         let mut toml = format!(
-            "seed = {id}\n[run]\nnode_id = {id}\nlisten = {listen:?}\ncontrol = {control:?}\ndrain = \"500ms\"\nlinger = \"100ms\"\n\n[[component]]\nname = {name:?}\n",
+            "seed = {id}\n[run]\nnode_id = {id}\nlisten = {listen:?}\ncontrol = {control:?}\ndrain = \"500ms\"\nlinger = \"100ms\"\n\n[[component]]\nname = {name:?}\nkind = {kind:?}\n[component.settings]\n{settings}\n",
             id = member.id,
             listen = self.app_endpoint(member),
             control = self.control_endpoint(member),
             name = member.name,
+            kind = member.kind,
+            settings = member.settings,
         );
         toml.push_str(extra);
-        for peer in APP.iter().filter(|peer| **peer != member) {
+        for peer in self.members.iter().filter(|peer| **peer != member) {
             toml.push_str(&format!(
-                "\n[[peer]]\nnode_id = {}\nendpoint = {:?}\nhandles = {:?}\n",
+                "\n[[peer]]\nnode_id = {}\nendpoint = {:?}\nhandles = {:?}\nsubscribes = {:?}\n",
                 peer.id,
                 self.app_endpoint(*peer),
-                peer.handles
+                peer.handles,
+                peer.subscribes,
             ));
         }
         let path = self.dir.path().join(format!("{}.toml", member.name));
