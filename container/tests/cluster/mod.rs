@@ -70,6 +70,14 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     members: Vec<Member>,
     children: Vec<(Member, Child)>,
+    /// Loopback TCP ports (app, control) per member id, when not on ipc.
+    tcp_ports: Option<Vec<(u64, u16, u16)>>,
+}
+
+/// A loopback port nothing listens on right now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    listener.local_addr().expect("bound").port()
 }
 
 impl Cluster {
@@ -84,15 +92,42 @@ impl Cluster {
             dir: tempfile::tempdir().expect("a temp dir"),
             members: members.to_vec(),
             children: Vec::new(),
+            tcp_ports: None,
         }
     }
 
+    /// The same over loopback TCP instead of ipc.
+    pub fn of_tcp(members: &[Member]) -> Cluster {
+        let mut cluster = Cluster::of(members);
+        cluster.tcp_ports = Some(
+            members
+                .iter()
+                .map(|m| (m.id, free_port(), free_port()))
+                .collect(),
+        );
+        cluster
+    }
+
+    fn ports(&self, member: Member) -> Option<(u16, u16)> {
+        let ports = self.tcp_ports.as_ref()?;
+        ports
+            .iter()
+            .find(|(id, _, _)| *id == member.id)
+            .map(|(_, app, control)| (*app, *control))
+    }
+
     pub fn app_endpoint(&self, member: Member) -> String {
-        format!("ipc://{}/{}.app", self.dir.path().display(), member.name)
+        match self.ports(member) {
+            Some((app, _)) => format!("tcp://127.0.0.1:{app}"),
+            None => format!("ipc://{}/{}.app", self.dir.path().display(), member.name),
+        }
     }
 
     pub fn control_endpoint(&self, member: Member) -> String {
-        format!("ipc://{}/{}.ctl", self.dir.path().display(), member.name)
+        match self.ports(member) {
+            Some((_, control)) => format!("tcp://127.0.0.1:{control}"),
+            None => format!("ipc://{}/{}.ctl", self.dir.path().display(), member.name),
+        }
     }
 
     /// Writes `member`'s config (with `extra` TOML appended) and returns its path.
