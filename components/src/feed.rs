@@ -158,6 +158,9 @@ impl Feed {
                 post_id: post.post_id,
             },
         );
+        // Whoever cares about new posts (search, notifications, the load
+        // generator's counters) subscribes to this.
+        ctx.publish("feed.posted", post);
     }
 
     /// The store answered (or the request bounced).

@@ -108,15 +108,19 @@ impl Loadgen {
 
 impl Component for Loadgen {
     fn start(&mut self, ctx: &mut Ctx<'_>) -> HandlerResult {
-        ctx.request(
-            "kv.subscribe",
-            &Subscribe {
+        if self.settings.watch_timelines {
+            let subscribe = Subscribe {
                 prefix: "timeline/".into(),
-            },
-            self.settings.request_timeout,
-        );
-        self.in_flight += 1;
-        ctx.set_timer(self.settings.tick, TICK);
+            };
+            ctx.request("kv.subscribe", &subscribe, self.settings.request_timeout);
+            self.in_flight += 1;
+        }
+        if self.settings.watch_posts {
+            ctx.subscribe("feed.posted");
+        }
+        if self.settings.ops_per_tick > 0 {
+            ctx.set_timer(self.settings.tick, TICK);
+        }
         Ok(())
     }
 

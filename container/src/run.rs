@@ -85,7 +85,7 @@ pub fn run(
             .map_err(|e| e.to_string())?;
     for peer in &app.peers {
         transport
-            .connect(NodeId(peer.node_id), &peer.endpoint)
+            .connect(&peer.endpoint)
             .map_err(|e| e.to_string())?;
     }
     tracing::info!(node = run.node_id, listen = ?transport.app_endpoint(), control = ?transport.control_endpoint(), "running");

@@ -1,18 +1,22 @@
 //! The ZeroMQ transport: the runtime's transport SPI over real sockets.
 //!
-//! One ROUTER per node carries the app plane, `[identity][header][payload]`:
+//! The app plane, `[identity][header][payload]`, uses two ROUTER sockets per node,
+//! both with routing id `n` + the node id (8 bytes, big-endian):
 //!
-//! - a node's own routing id is `c` + its node id (8 bytes, big-endian): how it
-//!   appears on connections it makes;
-//! - it connects to each peer, naming that connection `s` + the peer's id
-//!   (`ZMQ_CONNECT_ROUTING_ID`), and sends to a peer only on that connection;
-//! - so frames arriving on a pipe named `c…` come from that node, and a node never
-//!   has two pipes with the same name, whatever order nodes start in.
+//! - the *inbound* socket is bound at `run.listen` and only receives; the sender
+//!   of a frame set is the routing id its connection announced;
+//! - the *outbound* socket connects to every peer and only sends; its pipe to a
+//!   peer is named by that peer's announced routing id, `n` + the peer's id.
 //!
-//! `ROUTER_MANDATORY` is on and every send is non-blocking, so a peer that is not
-//! connected (`EHOSTUNREACH`) or whose queue is full (`EAGAIN`) is reported to the
-//! node, never silently dropped. `LINGER` is finite, and `MAXMSGSIZE` bounds what
-//! a peer can make us read. The control plane is a second ROUTER socket.
+//! So a socket never holds two pipes with the same name, whatever order nodes
+//! start in, and `ROUTER_HANDOVER` on both lets a restarted peer take over its
+//! old pipe at once. The outbound socket has `ROUTER_MANDATORY` and
+//! `IMMEDIATE` on and every send is non-blocking: a peer that is not connected
+//! (`EHOSTUNREACH`) or whose queue is full (`EAGAIN`) is reported to the node and
+//! becomes a bounce or a counted drop. (Without `IMMEDIATE`, messages to a peer
+//! that is not up yet wait in a pipe, and under load some were lost when the
+//! connection came up.) `LINGER` is finite, and `MAXMSGSIZE` bounds what a peer
+//! can make us read. The control plane is a third ROUTER socket.
 
 use std::time::Duration;
 
@@ -82,42 +86,25 @@ pub enum Received {
     Garbage,
 }
 
-fn identity(prefix: u8, node: NodeId) -> [u8; 9] {
-    let mut id = [prefix; 9];
+fn identity(node: NodeId) -> [u8; 9] {
+    let mut id = [b'n'; 9];
     id[1..].copy_from_slice(&node.0.to_be_bytes());
     id
 }
 
 fn node_of(identity: &[u8]) -> NodeId {
     match identity {
-        [b'c', rest @ ..] if rest.len() == 8 => {
+        [b'n', rest @ ..] if rest.len() == 8 => {
             NodeId(u64::from_be_bytes(rest.try_into().expect("eight bytes")))
         }
         _ => NodeId(0),
     }
 }
 
-/// Names the next connection `socket` makes. `zmq` 0.10 has no setter for
-/// `ZMQ_CONNECT_ROUTING_ID`, so this is the one direct libzmq call.
-#[allow(unsafe_code)]
-fn set_connect_routing_id(socket: &mut zmq::Socket, id: &[u8]) -> zmq::Result<()> {
-    let option = zmq_sys::ZMQ_CONNECT_ROUTING_ID as std::os::raw::c_int;
-    // SAFETY: the socket pointer is valid while `socket` is borrowed; libzmq reads
-    // exactly `id.len()` bytes from `id`, which outlives the call.
-    let rc = unsafe {
-        zmq_sys::zmq_setsockopt(socket.as_mut_ptr(), option, id.as_ptr().cast(), id.len())
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        // SAFETY: reads libzmq's thread-local errno; no pointers involved.
-        Err(zmq::Error::from_raw(unsafe { zmq_sys::zmq_errno() }))
-    }
-}
-
 /// The app and control sockets of one container.
 pub struct ZmqTransport {
-    app: zmq::Socket,
+    inbound: zmq::Socket,
+    outbound: zmq::Socket,
     control: zmq::Socket,
     // Dropped last: sockets close before their context terminates.
     _context: zmq::Context,
@@ -151,20 +138,31 @@ impl ZmqTransport {
     ) -> Result<Self, TransportError> {
         let context = zmq::Context::new();
         let linger = i32::try_from(options.linger.as_millis()).unwrap_or(i32::MAX);
-        let app = context.socket(zmq::ROUTER)?;
-        app.set_router_mandatory(true)?;
-        app.set_linger(linger)?;
-        app.set_sndhwm(options.send_hwm)?;
-        app.set_rcvhwm(options.recv_hwm)?;
-        app.set_maxmsgsize(options.max_message_bytes)?;
-        app.set_identity(&identity(b'c', node))?;
-        bind(&app, listen)?;
+        let own = identity(node);
+        let inbound = context.socket(zmq::ROUTER)?;
+        inbound.set_identity(&own)?;
+        inbound.set_router_handover(true)?;
+        inbound.set_linger(linger)?;
+        inbound.set_rcvhwm(options.recv_hwm)?;
+        inbound.set_maxmsgsize(options.max_message_bytes)?;
+        bind(&inbound, listen)?;
+        let outbound = context.socket(zmq::ROUTER)?;
+        outbound.set_identity(&own)?;
+        outbound.set_router_mandatory(true)?;
+        // A restarted peer announces the same routing id as its old incarnation:
+        // its new connection takes over at once instead of being refused while
+        // the old one is still being torn down.
+        outbound.set_router_handover(true)?;
+        outbound.set_immediate(true)?;
+        outbound.set_linger(linger)?;
+        outbound.set_sndhwm(options.send_hwm)?;
         let control_socket = context.socket(zmq::ROUTER)?;
         control_socket.set_linger(linger)?;
         control_socket.set_maxmsgsize(64 * 1024)?;
         bind(&control_socket, control)?;
         Ok(ZmqTransport {
-            app,
+            inbound,
+            outbound,
             control: control_socket,
             _context: context,
         })
@@ -172,7 +170,7 @@ impl ZmqTransport {
 
     /// The app endpoint actually bound (resolves `tcp://127.0.0.1:*`).
     pub fn app_endpoint(&self) -> Option<String> {
-        self.app.get_last_endpoint().ok().and_then(Result::ok)
+        self.inbound.get_last_endpoint().ok().and_then(Result::ok)
     }
 
     /// The control endpoint actually bound.
@@ -181,20 +179,21 @@ impl ZmqTransport {
     }
 
     /// Connects to a peer. ZeroMQ connects in the background and keeps
-    /// reconnecting, so the peer need not be up yet.
-    pub fn connect(&mut self, peer: NodeId, endpoint: &str) -> Result<(), TransportError> {
-        let connect_error = |error| TransportError::Connect {
-            endpoint: endpoint.to_owned(),
-            error,
-        };
-        set_connect_routing_id(&mut self.app, &identity(b's', peer)).map_err(connect_error)?;
-        self.app.connect(endpoint).map_err(connect_error)
+    /// reconnecting, so the peer need not be up yet; until it is, sends to it fail
+    /// as unreachable. The connection is named by the peer's own routing id.
+    pub fn connect(&mut self, endpoint: &str) -> Result<(), TransportError> {
+        self.outbound
+            .connect(endpoint)
+            .map_err(|error| TransportError::Connect {
+                endpoint: endpoint.to_owned(),
+                error,
+            })
     }
 
     /// Waits up to `timeout` for either socket to be readable; returns (app, control).
     pub fn poll(&self, timeout: Duration) -> zmq::Result<(bool, bool)> {
         let mut items = [
-            self.app.as_poll_item(zmq::POLLIN),
+            self.inbound.as_poll_item(zmq::POLLIN),
             self.control.as_poll_item(zmq::POLLIN),
         ];
         let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
@@ -208,7 +207,7 @@ impl ZmqTransport {
 
     /// The next frame set on the app socket, if one is waiting.
     pub fn recv_app(&self) -> Option<Received> {
-        let mut frames = match self.app.recv_multipart(zmq::DONTWAIT) {
+        let mut frames = match self.inbound.recv_multipart(zmq::DONTWAIT) {
             Ok(frames) => frames,
             Err(_) => return None,
         };
@@ -227,8 +226,8 @@ impl ZmqTransport {
     /// Sends a transmit without blocking; a peer that is not connected or whose
     /// queue is full is reported, never waited for.
     pub fn send(&self, transmit: &Transmit) -> Result<(), TransmitError> {
-        let to = identity(b's', transmit.to);
-        let first = self.app.send(&to[..], zmq::SNDMORE | zmq::DONTWAIT);
+        let to = identity(transmit.to);
+        let first = self.outbound.send(&to[..], zmq::SNDMORE | zmq::DONTWAIT);
         match first {
             Ok(()) => {}
             Err(zmq::Error::EHOSTUNREACH) => return Err(TransmitError::Unreachable),
@@ -236,9 +235,9 @@ impl ZmqTransport {
         }
         // Once the first frame is taken, libzmq takes the rest of the message.
         let rest = self
-            .app
+            .outbound
             .send(&transmit.header[..], zmq::SNDMORE | zmq::DONTWAIT)
-            .and_then(|()| self.app.send(&transmit.payload[..], zmq::DONTWAIT));
+            .and_then(|()| self.outbound.send(&transmit.payload[..], zmq::DONTWAIT));
         rest.map_err(|_| TransmitError::WouldBlock)
     }
 
@@ -269,8 +268,8 @@ mod tests {
 
     #[test]
     fn identities_round_trip_and_strangers_are_node_zero() {
-        assert_eq!(node_of(&identity(b'c', NodeId(42))), NodeId(42));
-        assert_eq!(node_of(&identity(b's', NodeId(42))), NodeId(0));
+        assert_eq!(node_of(&identity(NodeId(42))), NodeId(42));
+        assert_eq!(node_of(b"c\0\0\0\0\0\0\0\x2a"), NodeId(0));
         assert_eq!(node_of(b"\0\x01\x02\x03\x04"), NodeId(0));
     }
 }

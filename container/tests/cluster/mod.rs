@@ -66,7 +66,12 @@ pub const WATCHER_B: Member = Member {
 };
 pub const APP: [Member; 3] = [STORE, FEED, LOADGEN];
 
+/// Process tests run one at a time: several clusters at once on a small machine
+/// starve each other and measure the machine, not the containers.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 pub struct Cluster {
+    _turn: std::sync::MutexGuard<'static, ()>,
     pub dir: tempfile::TempDir,
     members: Vec<Member>,
     children: Vec<(Member, Child)>,
@@ -88,7 +93,13 @@ impl Cluster {
 
     /// A cluster of `members`: each is configured with all the others as peers.
     pub fn of(members: &[Member]) -> Cluster {
+        // A test that panicked while holding the lock poisons it; the lock only
+        // orders tests, so the next one goes ahead.
+        let turn = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         Cluster {
+            _turn: turn,
             dir: tempfile::tempdir().expect("a temp dir"),
             members: members.to_vec(),
             children: Vec::new(),
