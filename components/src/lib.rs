@@ -17,6 +17,7 @@
 // Library code says why it cannot fail (`expect`) or returns the error.
 #![deny(clippy::unwrap_used)]
 
+pub mod bench;
 pub mod feed;
 pub mod loadgen;
 pub mod store;

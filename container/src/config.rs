@@ -59,6 +59,14 @@ pub struct RunConfig {
     /// Frames queued from the network at most (ZeroMQ receive HWM).
     #[serde(default = "RunConfig::default_hwm")]
     pub recv_hwm: i32,
+    /// How long a message may wait for a configured peer that is not connected
+    /// yet (starting, or restarting) before it bounces `NoHandler` or is counted.
+    #[serde(default = "RunConfig::default_peer_wait", with = "humantime_serde")]
+    pub peer_wait: Duration,
+    /// Messages held per peer at most while it is not connected; past it they
+    /// bounce `Overloaded`.
+    #[serde(default = "RunConfig::default_peer_queue")]
+    pub peer_queue_max: usize,
     /// Frame sets read from the app socket per turn before timers and handlers run.
     #[serde(default = "RunConfig::default_frames_per_turn")]
     pub frames_per_turn_max: usize,
@@ -72,6 +80,12 @@ impl RunConfig {
         Duration::from_millis(200)
     }
     fn default_hwm() -> i32 {
+        10_000
+    }
+    fn default_peer_wait() -> Duration {
+        Duration::from_secs(1)
+    }
+    fn default_peer_queue() -> usize {
         10_000
     }
     fn default_frames_per_turn() -> usize {

@@ -8,7 +8,7 @@
 //!
 //! ```
 //! let registry = exchange_container::registry::example_registry();
-//! assert_eq!(registry.known(), ["feed", "loadgen", "store"]);
+//! assert_eq!(registry.known(), ["echo", "feed", "loadgen", "pinger", "store"]);
 //! let app = exchange_container::config::load(None, &registry).unwrap();
 //! assert_eq!(app.components.len(), 3);
 //! ```

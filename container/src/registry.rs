@@ -128,9 +128,10 @@ impl Registry {
     }
 }
 
-/// The example app's kinds: `store`, `feed` and `loadgen`.
+/// The example app's kinds, `store`, `feed` and `loadgen`, and the measuring
+/// kinds `echo` and `pinger`.
 pub fn example_registry() -> Registry {
-    use exchange_components::{feed, loadgen, store};
+    use exchange_components::{bench, feed, loadgen, store};
     let mut registry = Registry::new();
     registry.register(
         "store",
@@ -146,6 +147,16 @@ pub fn example_registry() -> Registry {
         "loadgen",
         "drives the feed with random users",
         loadgen::Loadgen::new,
+    );
+    registry.register(
+        "echo",
+        "answers bench.echo with its payload (for measuring)",
+        bench::Echo::new,
+    );
+    registry.register(
+        "pinger",
+        "keeps bench.echo requests in flight, or streams events (for measuring)",
+        bench::Pinger::new,
     );
     registry.describe_with(exchange_components::describe);
     registry.focus_traces_on(exchange_components::trace_focus);

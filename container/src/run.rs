@@ -19,6 +19,9 @@ use crate::transport::{Received, SocketOptions, ZmqTransport};
 /// The longest the loop waits before looking at the stop flag again.
 const POLL_MAX: Duration = Duration::from_millis(50);
 
+/// How often messages held for a peer that is not connected yet are retried.
+const HELD_RETRY: Duration = Duration::from_millis(2);
+
 /// Builds the node: its components, and routes to the configured peers.
 pub fn build_node(app: &AppConfig, run: &RunConfig, registry: &Registry) -> Result<Node, String> {
     let base_limits = app
@@ -75,6 +78,8 @@ pub fn run(
         linger: run.linger,
         send_hwm: run.send_hwm,
         recv_hwm: run.recv_hwm,
+        peer_wait: run.peer_wait,
+        peer_queue_max: run.peer_queue_max,
         max_message_bytes: i64::try_from(
             app.node.message_bytes_max + exchange_runtime::codec::HEADER_BYTES_MAX + 1024,
         )
@@ -85,7 +90,7 @@ pub fn run(
             .map_err(|e| e.to_string())?;
     for peer in &app.peers {
         transport
-            .connect(&peer.endpoint)
+            .connect(NodeId(peer.node_id), &peer.endpoint)
             .map_err(|e| e.to_string())?;
     }
     tracing::info!(node = run.node_id, listen = ?transport.app_endpoint(), control = ?transport.control_endpoint(), "running");
@@ -93,11 +98,11 @@ pub fn run(
     let clock = Clock::new();
     let mut stopwatch = RealStopwatch::new();
     node.start(clock.now());
-    flush(&mut node, &transport, clock.now());
+    flush(&mut node, &mut transport, clock.now());
     while !stop.load(Ordering::Relaxed) {
         turn(
             &mut node,
-            &transport,
+            &mut transport,
             &clock,
             &mut stopwatch,
             run.frames_per_turn_max,
@@ -111,15 +116,23 @@ pub fn run(
     while !node.is_quiet() && clock.now() < drain_end {
         turn(
             &mut node,
-            &transport,
+            &mut transport,
             &clock,
             &mut stopwatch,
             run.frames_per_turn_max,
         )?;
     }
+    // What still waits for a peer that never came up is given up on: it becomes
+    // bounces to its (local, stopping) senders or counted drops.
     let now = clock.now();
+    for (transmit, error) in transport.fail_held() {
+        node.handle_transmit_error(now, transmit, error);
+    }
     node.shutdown(now);
-    flush(&mut node, &transport, now);
+    flush(&mut node, &mut transport, now);
+    for (transmit, error) in transport.fail_held() {
+        node.handle_transmit_error(now, transmit, error);
+    }
     let status = node.status(clock.now());
     // Dropping the transport closes the sockets with the configured linger.
     drop(transport);
@@ -130,14 +143,21 @@ pub fn run(
 /// control requests, run handlers, send what they emitted.
 fn turn(
     node: &mut Node,
-    transport: &ZmqTransport,
+    transport: &mut ZmqTransport,
     clock: &Clock,
     stopwatch: &mut RealStopwatch,
     frames_per_turn_max: usize,
 ) -> Result<(), String> {
     let now = clock.now();
-    let wait = node.poll_timeout().map_or(POLL_MAX, |deadline| {
-        deadline.saturating_since(now).min(POLL_MAX)
+    // Held messages are retried often: a peer's connection coming up is not an
+    // event the loop can wait on.
+    let wait_max = if transport.held() > 0 {
+        HELD_RETRY
+    } else {
+        POLL_MAX
+    };
+    let wait = node.poll_timeout().map_or(wait_max, |deadline| {
+        deadline.saturating_since(now).min(wait_max)
     });
     let (app_readable, control_readable) = transport
         .poll(wait)
@@ -156,6 +176,9 @@ fn turn(
             }
         }
     }
+    for (transmit, error) in transport.retry_held(std::time::Instant::now()) {
+        node.handle_transmit_error(now, transmit, error);
+    }
     if node.poll_timeout().is_some_and(|deadline| deadline <= now) {
         node.handle_timeout(now);
     }
@@ -168,11 +191,12 @@ fn turn(
 }
 
 /// Sends what the node emitted; failures go back in as inputs.
-fn flush(node: &mut Node, transport: &ZmqTransport, now: Time) {
+fn flush(node: &mut Node, transport: &mut ZmqTransport, now: Time) {
     while let Some(output) = node.poll_output() {
         match output {
             Output::Transmit(transmit) => {
-                if let Err(error) = transport.send(&transmit) {
+                if let Err((transmit, error)) = transport.send(transmit, std::time::Instant::now())
+                {
                     node.handle_transmit_error(now, transmit, error);
                 }
             }

@@ -15,10 +15,13 @@
 //! (`EHOSTUNREACH`) or whose queue is full (`EAGAIN`) is reported to the node and
 //! becomes a bounce or a counted drop. (Without `IMMEDIATE`, messages to a peer
 //! that is not up yet wait in a pipe, and under load some were lost when the
-//! connection came up.) `LINGER` is finite, and `MAXMSGSIZE` bounds what a peer
+//! connection came up.) So a message for a configured peer that is not connected
+//! yet is held here instead, bounded in count and time, and handed to ZeroMQ once
+//! the peer's pipe exists; what waits too long fails back to the node. `LINGER` is finite, and `MAXMSGSIZE` bounds what a peer
 //! can make us read. The control plane is a third ROUTER socket.
 
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use exchange_runtime::{NodeId, Transmit, TransmitError};
@@ -35,6 +38,10 @@ pub struct SocketOptions {
     /// Largest frame set a peer may send; a larger one drops that peer's connection
     /// (libzmq's rule), so senders refuse oversize messages first.
     pub max_message_bytes: i64,
+    /// How long a message may wait for a configured peer's connection to come up.
+    pub peer_wait: Duration,
+    /// Messages held per peer at most while its connection is not up.
+    pub peer_queue_max: usize,
 }
 
 /// Opening the sockets failed; nothing is listening.
@@ -106,6 +113,12 @@ pub struct ZmqTransport {
     inbound: zmq::Socket,
     outbound: zmq::Socket,
     control: zmq::Socket,
+    /// Messages for configured peers whose connection is not up yet, oldest
+    /// first, with when they were held.
+    held: BTreeMap<NodeId, VecDeque<(Instant, Transmit)>>,
+    peers: BTreeSet<NodeId>,
+    peer_wait: Duration,
+    peer_queue_max: usize,
     // Dropped last: sockets close before their context terminates.
     _context: zmq::Context,
 }
@@ -164,6 +177,10 @@ impl ZmqTransport {
             inbound,
             outbound,
             control: control_socket,
+            held: BTreeMap::new(),
+            peers: BTreeSet::new(),
+            peer_wait: options.peer_wait,
+            peer_queue_max: options.peer_queue_max,
             _context: context,
         })
     }
@@ -181,7 +198,8 @@ impl ZmqTransport {
     /// Connects to a peer. ZeroMQ connects in the background and keeps
     /// reconnecting, so the peer need not be up yet; until it is, sends to it fail
     /// as unreachable. The connection is named by the peer's own routing id.
-    pub fn connect(&mut self, endpoint: &str) -> Result<(), TransportError> {
+    pub fn connect(&mut self, peer: NodeId, endpoint: &str) -> Result<(), TransportError> {
+        self.peers.insert(peer);
         self.outbound
             .connect(endpoint)
             .map_err(|error| TransportError::Connect {
@@ -225,7 +243,80 @@ impl ZmqTransport {
 
     /// Sends a transmit without blocking; a peer that is not connected or whose
     /// queue is full is reported, never waited for.
-    pub fn send(&self, transmit: &Transmit) -> Result<(), TransmitError> {
+    /// Sends a transmit without blocking. A message for a configured peer whose
+    /// connection is not up yet is held (at most `peer_queue_max`, for at most
+    /// `peer_wait`) and sent by [`ZmqTransport::retry_held`] once it is; anything
+    /// else that cannot go now is handed back with why.
+    pub fn send(
+        &mut self,
+        transmit: Transmit,
+        now: Instant,
+    ) -> Result<(), (Transmit, TransmitError)> {
+        let to = transmit.to;
+        if self.held.get(&to).is_some_and(|queue| !queue.is_empty()) {
+            // Behind what is already waiting, to keep the order.
+            return self.hold(transmit, now);
+        }
+        match self.try_send(&transmit) {
+            Ok(()) => Ok(()),
+            Err(TransmitError::Unreachable) if self.peers.contains(&to) => self.hold(transmit, now),
+            Err(error) => Err((transmit, error)),
+        }
+    }
+
+    fn hold(&mut self, transmit: Transmit, now: Instant) -> Result<(), (Transmit, TransmitError)> {
+        let queue = self.held.entry(transmit.to).or_default();
+        if queue.len() >= self.peer_queue_max {
+            return Err((transmit, TransmitError::WouldBlock));
+        }
+        queue.push_back((now, transmit));
+        Ok(())
+    }
+
+    /// Messages held for peers not connected yet.
+    pub fn held(&self) -> usize {
+        self.held.values().map(VecDeque::len).sum()
+    }
+
+    /// Sends what was held for peers that are connected now; returns what waited
+    /// longer than `peer_wait` (as unreachable) or found a full queue.
+    pub fn retry_held(&mut self, now: Instant) -> Vec<(Transmit, TransmitError)> {
+        let mut failed = Vec::new();
+        let mut held = std::mem::take(&mut self.held);
+        for queue in held.values_mut() {
+            while let Some((since, transmit)) = queue.front() {
+                if now.duration_since(*since) > self.peer_wait {
+                    let (_, transmit) = queue.pop_front().expect("peeked");
+                    failed.push((transmit, TransmitError::Unreachable));
+                    continue;
+                }
+                match self.try_send(transmit) {
+                    Ok(()) => {
+                        queue.pop_front();
+                    }
+                    Err(TransmitError::Unreachable) => break,
+                    Err(error) => {
+                        let (_, transmit) = queue.pop_front().expect("peeked");
+                        failed.push((transmit, error));
+                    }
+                }
+            }
+        }
+        held.retain(|_, queue| !queue.is_empty());
+        self.held = held;
+        failed
+    }
+
+    /// Gives up on everything held (at shutdown): all of it is unreachable.
+    pub fn fail_held(&mut self) -> Vec<(Transmit, TransmitError)> {
+        let held = std::mem::take(&mut self.held);
+        held.into_values()
+            .flatten()
+            .map(|(_, transmit)| (transmit, TransmitError::Unreachable))
+            .collect()
+    }
+
+    fn try_send(&self, transmit: &Transmit) -> Result<(), TransmitError> {
         let to = identity(transmit.to);
         let first = self.outbound.send(&to[..], zmq::SNDMORE | zmq::DONTWAIT);
         match first {
@@ -258,7 +349,7 @@ impl exchange_runtime::Transport for ZmqTransport {
         _now: exchange_runtime::Time,
         transmit: Transmit,
     ) -> Result<(), (Transmit, TransmitError)> {
-        self.send(&transmit).map_err(|error| (transmit, error))
+        self.send(transmit, Instant::now())
     }
 }
 

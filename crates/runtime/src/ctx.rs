@@ -299,18 +299,29 @@ impl Ctx<'_> {
 
     /// Replies to the request being handled.
     pub fn reply(&mut self, message: &impl prost::Message) -> Result<(), NotARequest> {
-        let reply_to = match self.current {
-            Some(header) if header.kind == Kind::Request => ReplyTo {
+        let reply_to = self.current_reply_to()?;
+        self.respond(&reply_to, message);
+        Ok(())
+    }
+
+    /// Replies to the request being handled with any payload (JSON, raw bytes).
+    pub fn reply_with(&mut self, payload: Payload) -> Result<(), NotARequest> {
+        let reply_to = self.current_reply_to()?;
+        self.answer(&reply_to, Kind::Reply, payload, None);
+        Ok(())
+    }
+
+    fn current_reply_to(&self) -> Result<ReplyTo, NotARequest> {
+        match self.current {
+            Some(header) if header.kind == Kind::Request => Ok(ReplyTo {
                 address: header.source,
                 correlation: header.correlation,
                 name: header.name.clone(),
                 deadline: header.deadline,
-            },
-            Some(header) => return Err(NotARequest(crate::message::kind_str(header.kind))),
-            None => return Err(NotARequest("timer or start")),
-        };
-        self.respond(&reply_to, message);
-        Ok(())
+            }),
+            Some(header) => Err(NotARequest(crate::message::kind_str(header.kind))),
+            None => Err(NotARequest("timer or start")),
+        }
     }
 
     /// Replies to a request handled earlier (see [`crate::Message::reply_to`]).

@@ -1,0 +1,375 @@
+//! Container-to-container messaging against raw ZeroMQ, measured in the same run.
+//!
+//! `cargo bench -p exchange-container --bench transport [-- --quick]`
+//!
+//! Subjects, over `tcp` and `ipc`:
+//! - request/reply with 1 and 100 in flight: raw DEALER→ROUTER echo (this binary
+//!   run as `--raw-server`/`--raw-client`) against `pinger` → `echo` components in
+//!   two `exchange run` processes;
+//! - one-way 64-byte events: raw PUSH→PULL against `pinger` (one-way) → `echo`.
+//!
+//! Each pair runs the raw baseline and the container back to back with the same
+//! placement: both processes pinned to one CPU (`same`) or one per CPU (`split`),
+//! with `taskset`. The rate is messages per second at the receiving side over a
+//! fixed window after a warm-up; CPU time per message comes from
+//! `/proc/<pid>/stat` over the same window. Each configuration prints one JSON
+//! line: the median of the per-pair ratios (container / raw) and their range.
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WARMUP: Duration = Duration::from_millis(700);
+const WINDOW: Duration = Duration::from_secs(2);
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    if let Some(endpoint) = value("--raw-server") {
+        return raw_server(&endpoint, value("--mode").as_deref() == Some("push"));
+    }
+    if let Some(endpoint) = value("--raw-client") {
+        let in_flight = value("--in-flight")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        return raw_client(
+            &endpoint,
+            in_flight,
+            value("--mode").as_deref() == Some("push"),
+        );
+    }
+    let quick = args.iter().any(|a| a == "--quick" || a == "--test");
+    let pairs = if quick { 1 } else { 3 };
+    if Command::new("taskset").arg("--version").output().is_err() {
+        eprintln!("transport bench: `taskset` (util-linux) is needed to pin processes");
+        std::process::exit(2);
+    }
+    for (kind, in_flight) in [("request", 1), ("request", 100), ("one_way", 0)] {
+        for transport in ["tcp", "ipc"] {
+            for placement in ["same", "split"] {
+                measure(kind, in_flight, transport, placement, pairs);
+            }
+        }
+    }
+}
+
+struct Sample {
+    rate: f64,
+    server_cpu_ns_per_msg: f64,
+    client_cpu_ns_per_msg: f64,
+}
+
+fn measure(kind: &str, in_flight: u32, transport: &str, placement: &str, pairs: usize) {
+    let mut ratios = Vec::new();
+    let mut raw_samples = Vec::new();
+    let mut container_samples = Vec::new();
+    for _ in 0..pairs {
+        let raw = run_raw(kind, in_flight, transport, placement);
+        let container = run_container(kind, in_flight, transport, placement);
+        ratios.push(container.rate / raw.rate);
+        raw_samples.push(raw);
+        container_samples.push(container);
+    }
+    ratios.sort_by(f64::total_cmp);
+    let median = |samples: &[Sample], f: fn(&Sample) -> f64| {
+        let mut values: Vec<f64> = samples.iter().map(f).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    let line = serde_json::json!({
+        "bench": "transport", "kind": kind, "in_flight": in_flight, "transport": transport,
+        "placement": placement, "payload_bytes": 64, "pairs": pairs,
+        "raw_msgs_per_s": median(&raw_samples, |s| s.rate).round(),
+        "container_msgs_per_s": median(&container_samples, |s| s.rate).round(),
+        "ratio": round(ratios[ratios.len() / 2]),
+        "ratio_min": round(ratios[0]),
+        "ratio_max": round(ratios[ratios.len() - 1]),
+        "raw_cpu_ns_per_msg": { "server": median(&raw_samples, |s| s.server_cpu_ns_per_msg).round(), "client": median(&raw_samples, |s| s.client_cpu_ns_per_msg).round() },
+        "container_cpu_ns_per_msg": { "server": median(&container_samples, |s| s.server_cpu_ns_per_msg).round(), "client": median(&container_samples, |s| s.client_cpu_ns_per_msg).round() },
+    });
+    println!("{line}");
+}
+
+fn cpus(placement: &str) -> (&'static str, &'static str) {
+    if placement == "same" {
+        ("0", "0")
+    } else {
+        ("0", "1")
+    }
+}
+
+fn endpoint(transport: &str, dir: &std::path::Path, name: &str) -> String {
+    match transport {
+        "ipc" => format!("ipc://{}/{name}", dir.display()),
+        _ => {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+            format!(
+                "tcp://127.0.0.1:{}",
+                listener.local_addr().expect("bound").port()
+            )
+        }
+    }
+}
+
+fn pinned(cpu: &str, program: &str) -> Command {
+    let mut command = Command::new("taskset");
+    command
+        .args(["-c", cpu, program])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    command
+}
+
+/// CPU time (user + system) of a process so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    let clock_ticks = 100; // USER_HZ on Linux
+    Duration::from_millis((ticks(11) + ticks(12)) * 1000 / clock_ticks)
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn run_raw(kind: &str, in_flight: u32, transport: &str, placement: &str) -> Sample {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let endpoint = endpoint(transport, dir.path(), "raw");
+    let me = std::env::current_exe().expect("own path");
+    let me = me.to_str().expect("utf-8 path");
+    let mode = if kind == "one_way" { "push" } else { "request" };
+    let (server_cpu, client_cpu) = cpus(placement);
+    let mut server = pinned(server_cpu, me)
+        .args(["--raw-server", &endpoint, "--mode", mode])
+        .spawn()
+        .expect("raw server");
+    std::thread::sleep(Duration::from_millis(200));
+    let client = pinned(client_cpu, me)
+        .args([
+            "--raw-client",
+            &endpoint,
+            "--in-flight",
+            &in_flight.max(1).to_string(),
+            "--mode",
+            mode,
+        ])
+        .spawn()
+        .expect("raw client");
+    std::thread::sleep(WARMUP);
+    let (server_cpu0, client_cpu0) = (cpu_time(server.id()), cpu_time(client.id()));
+    std::thread::sleep(WINDOW);
+    let (server_cpu1, client_cpu1) = (cpu_time(server.id()), cpu_time(client.id()));
+    stop(client);
+    // The server printed its running count every 100 ms; it exits on SIGTERM.
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status();
+    let mut out = String::new();
+    if let Some(mut stdout) = server.stdout.take() {
+        let _ = stdout.read_to_string(&mut out);
+    }
+    let _ = server.wait();
+    let counts: Vec<(f64, u64)> = out
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .filter_map(|(t, n)| Some((t.parse().ok()?, n.parse().ok()?)))
+        .collect();
+    let rate = window_rate(&counts);
+    let messages = rate * WINDOW.as_secs_f64();
+    Sample {
+        rate,
+        server_cpu_ns_per_msg: (server_cpu1 - server_cpu0).as_nanos() as f64 / messages,
+        client_cpu_ns_per_msg: (client_cpu1 - client_cpu0).as_nanos() as f64 / messages,
+    }
+}
+
+/// The receive rate over the measurement window, from `(seconds since start,
+/// total count)` samples the raw server printed every 100 ms.
+fn window_rate(counts: &[(f64, u64)]) -> f64 {
+    let start = WARMUP.as_secs_f64() + 0.2;
+    let end = start + WINDOW.as_secs_f64();
+    let at = |t: f64| {
+        counts
+            .iter()
+            .rev()
+            .find(|(time, _)| *time <= t)
+            .copied()
+            .unwrap_or((0.0, 0))
+    };
+    let (t0, n0) = at(start);
+    let (t1, n1) = at(end);
+    if t1 > t0 {
+        (n1 - n0) as f64 / (t1 - t0)
+    } else {
+        0.0
+    }
+}
+
+fn raw_server(endpoint: &str, pull: bool) {
+    let context = zmq::Context::new();
+    let socket = context
+        .socket(if pull { zmq::PULL } else { zmq::ROUTER })
+        .expect("socket");
+    socket.set_linger(0).expect("linger");
+    socket.bind(endpoint).expect("bind");
+    socket.set_rcvtimeo(100).expect("rcvtimeo");
+    let started = Instant::now();
+    let mut last_print = Instant::now();
+    let mut count: u64 = 0;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))
+        .expect("handler");
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Ok(frames) = socket.recv_multipart(0) {
+            count += 1;
+            if !pull {
+                let _ = socket.send_multipart(frames, 0);
+            }
+        }
+        if last_print.elapsed() >= Duration::from_millis(100) {
+            println!("{:.3} {count}", started.elapsed().as_secs_f64());
+            last_print = Instant::now();
+        }
+    }
+    println!("{:.3} {count}", started.elapsed().as_secs_f64());
+}
+
+fn raw_client(endpoint: &str, in_flight: u32, push: bool) {
+    let context = zmq::Context::new();
+    let socket = context
+        .socket(if push { zmq::PUSH } else { zmq::DEALER })
+        .expect("socket");
+    socket.set_linger(0).expect("linger");
+    socket.connect(endpoint).expect("connect");
+    let payload = [0u8; 64];
+    if push {
+        loop {
+            if socket.send(&payload[..], 0).is_err() {
+                return;
+            }
+        }
+    }
+    for _ in 0..in_flight {
+        socket.send(&payload[..], 0).expect("send");
+    }
+    while socket.recv_bytes(0).is_ok() {
+        if socket.send(&payload[..], 0).is_err() {
+            return;
+        }
+    }
+}
+
+fn run_container(kind: &str, in_flight: u32, transport: &str, placement: &str) -> Sample {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (server_app, client_app) = (
+        endpoint(transport, dir.path(), "s.app"),
+        endpoint(transport, dir.path(), "c.app"),
+    );
+    let (server_ctl, client_ctl) = (
+        endpoint(transport, dir.path(), "s.ctl"),
+        endpoint(transport, dir.path(), "c.ctl"),
+    );
+    let settings = if kind == "one_way" {
+        "one_way = true\nburst = 64\npayload_bytes = 64\n".to_owned()
+    } else {
+        format!("in_flight = {in_flight}\npayload_bytes = 64\n")
+    };
+    let config = |id: u64,
+                  listen: &str,
+                  control: &str,
+                  name: &str,
+                  extra: &str,
+                  peer: (u64, &str, &str)| {
+        format!(
+            "seed = 1\n[node]\ntrace_sample_one_in = 0\n[run]\nnode_id = {id}\nlisten = {listen:?}\ncontrol = {control:?}\ndrain = \"200ms\"\nlinger = \"0ms\"\n\n[[component]]\nname = {name:?}\n[component.settings]\n{extra}\n[[peer]]\nnode_id = {}\nendpoint = {:?}\nhandles = [{}]\n",
+            peer.0, peer.1, peer.2
+        )
+    };
+    let server_config = dir.path().join("server.toml");
+    let client_config = dir.path().join("client.toml");
+    std::fs::write(
+        &server_config,
+        config(
+            1,
+            &server_app,
+            &server_ctl,
+            "echo",
+            "",
+            (2, &client_app, ""),
+        ),
+    )
+    .expect("write");
+    std::fs::write(
+        &client_config,
+        config(
+            2,
+            &client_app,
+            &client_ctl,
+            "pinger",
+            &settings,
+            (1, &server_app, "\"bench.echo\", \"bench.event\""),
+        ),
+    )
+    .expect("write");
+    let exchange = env!("CARGO_BIN_EXE_exchange");
+    let (server_cpu, client_cpu) = cpus(placement);
+    let server = pinned(server_cpu, exchange)
+        .args(["run", "--config", server_config.to_str().expect("utf-8")])
+        .spawn()
+        .expect("server");
+    std::thread::sleep(Duration::from_millis(200));
+    let client = pinned(client_cpu, exchange)
+        .args(["run", "--config", client_config.to_str().expect("utf-8")])
+        .spawn()
+        .expect("client");
+    std::thread::sleep(WARMUP);
+    let handled = || {
+        exchange_container::status::fetch(&server_ctl, Duration::from_secs(2))
+            .map(|status| status.components[0].handled)
+            .unwrap_or(0)
+    };
+    let (n0, t0) = (handled(), Instant::now());
+    let (server_cpu0, client_cpu0) = (cpu_time(server.id()), cpu_time(client.id()));
+    std::thread::sleep(WINDOW);
+    let (n1, t1) = (handled(), Instant::now());
+    let (server_cpu1, client_cpu1) = (cpu_time(server.id()), cpu_time(client.id()));
+    stop(client);
+    stop(server);
+    let messages = (n1 - n0) as f64;
+    Sample {
+        rate: messages / (t1 - t0).as_secs_f64(),
+        server_cpu_ns_per_msg: (server_cpu1 - server_cpu0).as_nanos() as f64 / messages,
+        client_cpu_ns_per_msg: (client_cpu1 - client_cpu0).as_nanos() as f64 / messages,
+    }
+}
