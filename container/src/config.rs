@@ -412,6 +412,29 @@ impl AppConfig {
     }
 }
 
+/// Adds `components` to `node`, each built by its registered kind with its
+/// settings, under the app-wide limits overridden by its own.
+pub fn add_components(
+    node: &mut exchange_runtime::Node,
+    app: &AppConfig,
+    components: &[ComponentConfig],
+    registry: &Registry,
+) -> Result<(), String> {
+    let base_limits = app.limits.over(&ComponentLimits::default());
+    for component in components {
+        let factory = registry
+            .factory(component.kind(), &component.settings)
+            .ok_or_else(|| format!("unknown component kind {:?}", component.kind()))??;
+        node.add_component(
+            &component.name,
+            component.limits.over(&base_limits),
+            factory,
+        )
+        .map_err(|error| error.to_string())?;
+    }
+    Ok(())
+}
+
 /// Where the config came from, for error messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {

@@ -34,25 +34,11 @@ pub fn build_network(
     registry: &Registry,
     link: LinkModel,
 ) -> Result<MemNetwork, String> {
-    let base_limits = app
-        .limits
-        .over(&exchange_runtime::ComponentLimits::default());
     let mut net = MemNetwork::new(link, app.seed);
     for (i, component) in app.components.iter().enumerate() {
-        let mut node = Node::new(
-            NodeId(i as u64 + 1),
-            &component.name,
-            app.node.node_config(app.seed),
-        );
-        let factory = registry
-            .factory(component.kind(), &component.settings)
-            .ok_or_else(|| format!("unknown component kind {:?}", component.kind()))??;
-        node.add_component(
-            &component.name,
-            component.limits.over(&base_limits),
-            factory,
-        )
-        .map_err(|error| error.to_string())?;
+        let id = NodeId(i as u64 + 1);
+        let mut node = Node::new(id, &component.name, app.node.node_config(app.seed));
+        crate::config::add_components(&mut node, app, std::slice::from_ref(component), registry)?;
         net.add_node(node);
     }
     Ok(net)

@@ -24,9 +24,6 @@ const HELD_RETRY: Duration = Duration::from_millis(2);
 
 /// Builds the node: its components, and routes to the configured peers.
 pub fn build_node(app: &AppConfig, run: &RunConfig, registry: &Registry) -> Result<Node, String> {
-    let base_limits = app
-        .limits
-        .over(&exchange_runtime::ComponentLimits::default());
     let name = app
         .components
         .iter()
@@ -34,17 +31,7 @@ pub fn build_node(app: &AppConfig, run: &RunConfig, registry: &Registry) -> Resu
         .collect::<Vec<_>>()
         .join("+");
     let mut node = Node::new(NodeId(run.node_id), &name, app.node.node_config(app.seed));
-    for component in &app.components {
-        let factory = registry
-            .factory(component.kind(), &component.settings)
-            .ok_or_else(|| format!("unknown component kind {:?}", component.kind()))??;
-        node.add_component(
-            &component.name,
-            component.limits.over(&base_limits),
-            factory,
-        )
-        .map_err(|error| error.to_string())?;
-    }
+    crate::config::add_components(&mut node, app, &app.components, registry)?;
     for peer in &app.peers {
         for name in &peer.handles {
             node.router_mut()
