@@ -6,5 +6,6 @@
 //!   `cargo bench -p exchange-tests --bench dispatch`; results go to
 //!   `BENCHMARKS.md`.
 //!
-//! Multi-process scenarios (ZeroMQ transport, discovery) join here as their
-//! issues land.
+//! Multi-process scenarios and the transport benchmark live in
+//! `container/tests` and `container/benches` instead: cargo hands the path of the
+//! `exchange` binary only to its own package's tests and benches.
