@@ -104,13 +104,7 @@ fn collect_events(net: &mut MemNetwork, traces: &mut TraceLog) {
     while let Some((node, event)) = net.poll_event() {
         match event {
             Event::Traced(record) => traces.record(*record),
-            Event::Restarted { component, reason } => {
-                tracing::warn!(%node, %component, %reason, "component restarted");
-            }
-            Event::Failed { component } => {
-                tracing::error!(%node, %component, "component failed too often and was stopped");
-            }
-            _ => {}
+            event => crate::report::log_event(node, &event),
         }
     }
 }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use exchange_runtime::mem::{MemNetwork, NetStats};
+use exchange_runtime::{Event, NodeId};
 use serde::Serialize;
 
 /// One component's line of the report.
@@ -240,5 +241,19 @@ fn nanos(ns: u64) -> String {
         ns if ns < 10_000 => format!("{ns}ns"),
         ns if ns < 10_000_000 => format!("{}µs", ns / 1_000),
         ns => format!("{}ms", ns / 1_000_000),
+    }
+}
+
+/// Logs what a node reports about its components (restarts, failures); other
+/// events are for the driver and are ignored here.
+pub fn log_event(node: NodeId, event: &Event) {
+    match event {
+        Event::Restarted { component, reason } => {
+            tracing::warn!(%node, %component, %reason, "component restarted");
+        }
+        Event::Failed { component } => {
+            tracing::error!(%node, %component, "component failed too often and was stopped");
+        }
+        _ => {}
     }
 }

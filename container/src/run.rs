@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use exchange_idl::exchange::v1::control;
-use exchange_runtime::{Event, Node, NodeId, Output, Time};
+use exchange_runtime::{Node, NodeId, Output, Time, Transmit, TransmitError};
 use prost::Message as _;
 
 use crate::clock::{Clock, RealStopwatch};
@@ -86,7 +86,17 @@ pub fn run(
     let mut stopwatch = RealStopwatch::new();
     node.start(clock.now());
     flush(&mut node, &mut transport, clock.now());
-    while !stop.load(Ordering::Relaxed) {
+    // Run until stopped, then drain: no new work from other nodes, no timers;
+    // what is queued finishes within the bound.
+    let mut drain_end: Option<Time> = None;
+    loop {
+        if drain_end.is_none() && stop.load(Ordering::Relaxed) {
+            drain_end = Some(clock.now() + run.drain);
+            node.drain(clock.now());
+        }
+        if drain_end.is_some_and(|end| node.is_quiet() || clock.now() >= end) {
+            break;
+        }
         turn(
             &mut node,
             &mut transport,
@@ -95,31 +105,15 @@ pub fn run(
             run.frames_per_turn_max,
         )?;
     }
-
-    // Drain: no new work from other nodes, no timers; what is queued finishes
-    // within the bound. Then what is left is bounced (remote senders) or counted.
-    let drain_end = clock.now() + run.drain;
-    node.drain(clock.now());
-    while !node.is_quiet() && clock.now() < drain_end {
-        turn(
-            &mut node,
-            &mut transport,
-            &clock,
-            &mut stopwatch,
-            run.frames_per_turn_max,
-        )?;
-    }
-    // What still waits for a peer that never came up is given up on: it becomes
-    // bounces to its (local, stopping) senders or counted drops.
+    // Then what is left is bounced (remote senders) or counted. Messages still
+    // waiting for a peer that never came up are given up on first, so that their
+    // bounces reach senders before those stop; then again after the shutdown's
+    // own bounces.
     let now = clock.now();
-    for (transmit, error) in transport.fail_held() {
-        node.handle_transmit_error(now, transmit, error);
-    }
+    feed_back(&mut node, transport.fail_held(), now);
     node.shutdown(now);
     flush(&mut node, &mut transport, now);
-    for (transmit, error) in transport.fail_held() {
-        node.handle_transmit_error(now, transmit, error);
-    }
+    feed_back(&mut node, transport.fail_held(), now);
     let status = node.status(clock.now());
     // Dropping the transport closes the sockets with the configured linger.
     drop(transport);
@@ -163,9 +157,7 @@ fn turn(
             }
         }
     }
-    for (transmit, error) in transport.retry_held(std::time::Instant::now()) {
-        node.handle_transmit_error(now, transmit, error);
-    }
+    feed_back(node, transport.retry_held(std::time::Instant::now()), now);
     if node.poll_timeout().is_some_and(|deadline| deadline <= now) {
         node.handle_timeout(now);
     }
@@ -175,6 +167,14 @@ fn turn(
         serve_control(node, transport, now);
     }
     Ok(())
+}
+
+/// Transmissions the transport gave up on go back to the node, which bounces or
+/// counts each.
+fn feed_back(node: &mut Node, failed: Vec<(Transmit, TransmitError)>, now: Time) {
+    for (transmit, error) in failed {
+        node.handle_transmit_error(now, transmit, error);
+    }
 }
 
 /// Sends what the node emitted; failures go back in as inputs.
@@ -187,13 +187,7 @@ fn flush(node: &mut Node, transport: &mut ZmqTransport, now: Time) {
                     node.handle_transmit_error(now, transmit, error);
                 }
             }
-            Output::Event(Event::Restarted { component, reason }) => {
-                tracing::warn!(%component, %reason, "component restarted");
-            }
-            Output::Event(Event::Failed { component }) => {
-                tracing::error!(%component, "component failed too often and was stopped");
-            }
-            Output::Event(_) => {}
+            Output::Event(event) => crate::report::log_event(node.id(), &event),
         }
     }
 }
