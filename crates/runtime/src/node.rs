@@ -873,6 +873,11 @@ impl Node {
         if let Some(bounce) = &message.header.bounce {
             slot.stats.returned.bounce(bounce.reason);
         }
+        if self.state == State::Stopped {
+            // Nothing runs any more: what still arrives (a bounce of something
+            // sent before the stop, say) ends here, counted.
+            return self.drop_counted(id, &message, DropReason::Shutdown);
+        }
         let is_response = matches!(message.header.kind, Kind::Reply | Kind::Bounce)
             && message.header.correlation.0 != 0;
         if is_response {

@@ -126,3 +126,39 @@ fn an_invalid_flow_name_bounces_at_the_sender() {
         "the sink never saw it"
     );
 }
+
+#[test]
+fn a_bounce_that_arrives_after_shutdown_is_counted_not_queued() {
+    // The sender's transmit failed only after the node stopped (the container
+    // gives up on messages held for a peer that never came up).
+    let mut node = node(1);
+    node.router_mut()
+        .add_remote_handler("far.away", exchange_runtime::NodeId(2));
+    node.add_component(
+        "sender",
+        ComponentLimits::default(),
+        Box::new(|| {
+            Box::new(Starter {
+                actions: vec![Action::Send("far.away")],
+                log: log(),
+            })
+        }),
+    )
+    .unwrap();
+    node.start(T0);
+    let Some(exchange_runtime::Output::Transmit(transmit)) = node.poll_output() else {
+        panic!("the send goes out");
+    };
+    node.shutdown(T0);
+    node.handle_transmit_error(T0, transmit, exchange_runtime::TransmitError::Unreachable);
+    let sender = node.components().next().unwrap().2.clone();
+    assert_eq!(sender.accepted, 1, "the bounce reached the sender");
+    assert_eq!(
+        sender
+            .outcomes
+            .dropped_for(exchange_runtime::stats::DropReason::Shutdown),
+        1
+    );
+    assert_accounted(&node);
+    assert!(node.is_idle());
+}
