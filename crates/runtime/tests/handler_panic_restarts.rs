@@ -7,6 +7,7 @@ mod support;
 use exchange_idl::kv::v1::Get;
 use exchange_runtime::{
     BounceReason, Component, ComponentLimits, Ctx, Event, HandlerResult, Kind, Message, Output,
+    Payload, SendOptions,
 };
 use support::*;
 
@@ -29,36 +30,12 @@ impl Component for Fragile {
         if message.decode::<Get>()?.key == "boom" {
             panic!("boom requested");
         }
+        let name = format!("field={} env={}", self.in_field, in_env);
         self.log.borrow_mut().push(Seen {
-            name: format!("field={} env={}", self.in_field, in_env),
+            name,
             kind: message.kind(),
-            bounce: None,
-            correlation: None,
             at: ctx.now(),
-        });
-        Ok(())
-    }
-}
-
-struct Client {
-    keys: Vec<&'static str>,
-    log: Log,
-}
-
-impl Component for Client {
-    fn start(&mut self, ctx: &mut Ctx<'_>) -> HandlerResult {
-        for key in &self.keys {
-            ctx.send("fragile.do", &Get { key: (*key).into() });
-        }
-        Ok(())
-    }
-    fn handle(&mut self, ctx: &mut Ctx<'_>, message: &Message) -> HandlerResult {
-        self.log.borrow_mut().push(Seen {
-            name: message.bounce_detail().unwrap_or_default().to_owned(),
-            kind: message.kind(),
-            bounce: message.bounce_reason(),
-            correlation: None,
-            at: ctx.now(),
+            ..Seen::default()
         });
         Ok(())
     }
@@ -69,40 +46,35 @@ fn setup(keys: Vec<&'static str>) -> (exchange_runtime::Node, Log, Log) {
     let client_log = log();
     let mut node = node(1);
     let shared = fragile_log.clone();
-    node.add_component(
-        "fragile",
-        ComponentLimits::default(),
-        Box::new(move || {
-            Box::new(Fragile {
-                in_field: 0,
-                log: shared.clone(),
-            })
-        }),
-    )
-    .unwrap();
-    let shared = client_log.clone();
+    let fragile: exchange_runtime::Factory = Box::new(move || {
+        Box::new(Fragile {
+            in_field: 0,
+            log: shared.clone(),
+        })
+    });
+    node.add_component("fragile", ComponentLimits::default(), fragile)
+        .unwrap();
+    let sends = keys
+        .into_iter()
+        .map(|key| {
+            Action::SendWith(
+                "fragile.do",
+                Payload::proto(&Get { key: key.into() }),
+                SendOptions::default(),
+            )
+        })
+        .collect();
     node.add_component(
         "client",
         ComponentLimits::default(),
-        Box::new(move || {
-            Box::new(Client {
-                keys: keys.clone(),
-                log: shared.clone(),
-            })
-        }),
+        starter(sends, &client_log),
     )
     .unwrap();
     // The audit sink proves the panicking invocation's sends were discarded.
     node.add_component(
         "audit",
         ComponentLimits::default(),
-        Box::new(|| {
-            Box::new(Recorder {
-                names: &["audit.log"],
-                log: log(),
-                reply: false,
-            })
-        }),
+        recorder(&["audit.log"], &log(), false),
     )
     .unwrap();
     (node, fragile_log, client_log)
@@ -131,21 +103,18 @@ fn a_panic_bounces_handler_failed_and_restarts_a_fresh_instance() {
         (Kind::Bounce, Some(BounceReason::HandlerFailed))
     );
     assert!(
-        bounces[0].name.contains("boom requested"),
-        "detail names the panic: {}",
-        bounces[0].name
+        bounces[0]
+            .detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains("boom requested"),
+        "detail names the panic: {:?}",
+        bounces[0].detail
     );
 
-    let stats = |name: &str| {
-        node.components()
-            .find(|(_, n, _)| *n == name)
-            .unwrap()
-            .2
-            .clone()
-    };
-    assert_eq!(stats("fragile").restarts, 1);
+    assert_eq!(stats(&node, "fragile").restarts, 1);
     assert_eq!(
-        stats("audit").accepted,
+        stats(&node, "audit").accepted,
         2,
         "only the two successful invocations' sends went out"
     );
@@ -178,9 +147,13 @@ fn past_the_restart_intensity_the_component_stays_stopped() {
             .all(|s| s.bounce == Some(BounceReason::HandlerFailed))
     );
     assert!(
-        bounces[11].name.contains("stopped after too many restarts"),
-        "{}",
-        bounces[11].name
+        bounces[11]
+            .detail
+            .as_deref()
+            .unwrap_or_default()
+            .contains("stopped after too many restarts"),
+        "{:?}",
+        bounces[11].detail
     );
     let failed = std::iter::from_fn(|| node.poll_output())
         .filter(|o| matches!(o, Output::Event(Event::Failed { .. })))

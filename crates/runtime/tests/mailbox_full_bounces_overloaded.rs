@@ -13,44 +13,18 @@ fn sends_over_the_limit_bounce_overloaded_and_publishes_are_counted_drops() {
     let subscriber_log = log();
     let sender_log = log();
     let mut node = node(1);
-    let shared = sink_log.clone();
-    node.add_component(
-        "sink",
-        limits(2),
-        Box::new(move || {
-            Box::new(Recorder {
-                names: &["work.do"],
-                log: shared.clone(),
-                reply: false,
-            })
-        }),
-    )
-    .unwrap();
+    node.add_component("sink", limits(2), recorder(&["work.do"], &sink_log, false))
+        .unwrap();
     // Subscribes to `work.done` with room for nothing, so the publish meets a full mailbox.
-    let shared = subscriber_log.clone();
-    node.add_component(
-        "subscriber",
-        limits(0),
-        Box::new(move || {
-            Box::new(Starter {
-                actions: vec![Action::Subscribe("work.done")],
-                log: shared.clone(),
-            })
-        }),
-    )
-    .unwrap();
-    let shared = sender_log.clone();
+    let subscribe = vec![Action::Subscribe("work.done")];
+    node.add_component("subscriber", limits(0), starter(subscribe, &subscriber_log))
+        .unwrap();
+    let mut actions = vec![Action::Send("work.do"); 5];
+    actions.push(Action::Publish("work.done"));
     node.add_component(
         "sender",
         ComponentLimits::default(),
-        Box::new(move || {
-            let mut actions = vec![Action::Send("work.do"); 5];
-            actions.push(Action::Publish("work.done"));
-            Box::new(Starter {
-                actions,
-                log: shared.clone(),
-            })
-        }),
+        starter(actions, &sender_log),
     )
     .unwrap();
 
@@ -67,17 +41,10 @@ fn sends_over_the_limit_bounce_overloaded_and_publishes_are_counted_drops() {
         bounces,
         vec![(Kind::Bounce, Some(BounceReason::Overloaded)); 3]
     );
-    let stats = |name: &str| {
-        node.components()
-            .find(|(_, n, _)| *n == name)
-            .unwrap()
-            .2
-            .clone()
-    };
-    let sink = stats("sink");
+    let sink = stats(&node, "sink");
     assert_eq!((sink.accepted, sink.handled), (5, 2));
     assert_eq!(sink.outcomes.bounced_for(BounceReason::Overloaded), 3);
-    let subscriber = stats("subscriber");
+    let subscriber = stats(&node, "subscriber");
     assert_eq!(
         subscriber.outcomes.dropped_for(DropReason::Overloaded),
         1,
@@ -85,7 +52,7 @@ fn sends_over_the_limit_bounce_overloaded_and_publishes_are_counted_drops() {
     );
     assert!(subscriber_log.borrow().is_empty());
     assert_eq!(
-        stats("sender").accepted,
+        stats(&node, "sender").accepted,
         3,
         "the sender accepted its three bounces"
     );

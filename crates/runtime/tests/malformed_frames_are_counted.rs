@@ -14,13 +14,7 @@ fn serving_node() -> exchange_runtime::Node {
     node.add_component(
         "sink",
         ComponentLimits::default(),
-        Box::new(|| {
-            Box::new(Recorder {
-                names: &["work.do"],
-                log: log(),
-                reply: true,
-            })
-        }),
+        recorder(&["work.do"], &log(), true),
     )
     .unwrap();
     node.start(T0);

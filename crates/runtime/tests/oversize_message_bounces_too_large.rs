@@ -5,40 +5,9 @@ mod support;
 
 use bytes::Bytes;
 use exchange_runtime::{
-    BounceReason, Component, ComponentLimits, Ctx, HandlerResult, Kind, Message, Node, NodeConfig,
-    NodeId, Payload, SendOptions,
+    BounceReason, ComponentLimits, Kind, Node, NodeConfig, NodeId, Payload, SendOptions,
 };
 use support::*;
-
-struct Big {
-    log: Log,
-}
-
-impl Component for Big {
-    fn start(&mut self, ctx: &mut Ctx<'_>) -> HandlerResult {
-        ctx.send_with(
-            "sink.in",
-            Payload::raw(Bytes::from(vec![7; 2048])),
-            SendOptions::default(),
-        );
-        ctx.send_with(
-            "sink.in",
-            Payload::raw(Bytes::from(vec![7; 16])),
-            SendOptions::default(),
-        );
-        Ok(())
-    }
-    fn handle(&mut self, ctx: &mut Ctx<'_>, message: &Message) -> HandlerResult {
-        self.log.borrow_mut().push(Seen {
-            name: message.payload().len().to_string(),
-            kind: message.kind(),
-            bounce: message.bounce_reason(),
-            correlation: None,
-            at: ctx.now(),
-        });
-        Ok(())
-    }
-}
 
 #[test]
 fn oversize_is_refused_at_the_sender() {
@@ -50,28 +19,23 @@ fn oversize_is_refused_at_the_sender() {
         ..NodeConfig::default()
     };
     let mut node = Node::new(NodeId(1), "n1", config);
-    let shared = sink_log.clone();
     node.add_component(
         "sink",
         ComponentLimits::default(),
-        Box::new(move || {
-            Box::new(Recorder {
-                names: &["sink.in"],
-                log: shared.clone(),
-                reply: false,
-            })
-        }),
+        recorder(&["sink.in"], &sink_log, false),
     )
     .unwrap();
-    let shared = sender_log.clone();
+    let send = |len: usize| {
+        Action::SendWith(
+            "sink.in",
+            Payload::raw(Bytes::from(vec![7; len])),
+            SendOptions::default(),
+        )
+    };
     node.add_component(
         "sender",
         ComponentLimits::default(),
-        Box::new(move || {
-            Box::new(Big {
-                log: shared.clone(),
-            })
-        }),
+        starter(vec![send(2048), send(16)], &sender_log),
     )
     .unwrap();
     node.start(T0);
@@ -84,7 +48,10 @@ fn oversize_is_refused_at_the_sender() {
         (seen[0].kind, seen[0].bounce),
         (Kind::Bounce, Some(BounceReason::TooLarge))
     );
-    assert_eq!(seen[0].name, "2048", "the sender gets its payload back");
+    assert_eq!(
+        seen[0].payload_len, 2048,
+        "the sender gets its payload back"
+    );
     assert_eq!(node.stats().outcomes.bounced_for(BounceReason::TooLarge), 1);
     assert_accounted(&node);
 }

@@ -57,31 +57,20 @@ fn local_and_remote_subscribers_each_get_one_copy() {
         Box::new(|| Box::new(Publisher)),
     )
     .unwrap();
-    let shared = logs[0].clone();
+    let subscribe = || vec![Action::Subscribe("news.flash")];
     n1.add_component(
         "local",
         ComponentLimits::default(),
-        Box::new(move || {
-            Box::new(Starter {
-                actions: vec![Action::Subscribe("news.flash")],
-                log: shared.clone(),
-            })
-        }),
+        starter(subscribe(), &logs[0]),
     )
     .unwrap();
     net.add_node(n1);
     for (i, log) in logs[1..].iter().enumerate() {
         let mut node = Node::new(NodeId(i as u64 + 2), "remote", config.clone());
-        let shared = log.clone();
         node.add_component(
             "remote",
             ComponentLimits::default(),
-            Box::new(move || {
-                Box::new(Starter {
-                    actions: vec![Action::Subscribe("news.flash")],
-                    log: shared.clone(),
-                })
-            }),
+            starter(subscribe(), log),
         )
         .unwrap();
         net.add_node(node);

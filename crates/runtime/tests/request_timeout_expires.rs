@@ -8,7 +8,8 @@ use std::time::Duration;
 use exchange_idl::kv::v1::GetReply;
 use exchange_runtime::stats::DropReason;
 use exchange_runtime::{
-    BounceReason, Component, ComponentLimits, Ctx, HandlerResult, Kind, Message, ReplyTo,
+    BounceReason, Component, ComponentLimits, Ctx, HandlerResult, Kind, Message, Node, NodeConfig,
+    NodeId, ReplyTo,
 };
 use support::*;
 
@@ -34,28 +35,33 @@ impl Component for SlowServer {
     }
 }
 
-#[test]
-fn an_unanswered_request_expires_and_the_late_reply_is_counted() {
+/// A slow server and a client that sends `requests` requests with a 100 ms
+/// timeout at start, on a node with `config`.
+fn setup(config: NodeConfig, requests: usize) -> (Node, Log) {
     let client_log = log();
-    let mut node = node(1);
-    node.add_component(
-        "server",
-        ComponentLimits::default(),
-        Box::new(|| Box::new(SlowServer { waiting: vec![] })),
-    )
-    .unwrap();
-    let shared = client_log.clone();
+    let mut node = Node::new(NodeId(1), "n1", config);
+    let server: exchange_runtime::Factory = Box::new(|| Box::new(SlowServer { waiting: vec![] }));
+    node.add_component("server", ComponentLimits::default(), server)
+        .unwrap();
+    let request = Action::Request("slow.get", Duration::from_millis(100));
     node.add_component(
         "client",
         ComponentLimits::default(),
-        Box::new(move || {
-            Box::new(Starter {
-                actions: vec![Action::Request("slow.get", Duration::from_millis(100))],
-                log: shared.clone(),
-            })
-        }),
+        starter(vec![request; requests], &client_log),
     )
     .unwrap();
+    (node, client_log)
+}
+
+#[test]
+fn an_unanswered_request_expires_and_the_late_reply_is_counted() {
+    let (mut node, client_log) = setup(
+        NodeConfig {
+            seed: 7,
+            ..NodeConfig::default()
+        },
+        1,
+    );
 
     node.start(T0);
     settle(&mut node, T0);
@@ -94,32 +100,12 @@ fn an_unanswered_request_expires_and_the_late_reply_is_counted() {
 
 #[test]
 fn a_request_over_the_pending_limit_bounces_overloaded_and_is_still_answered_once() {
-    let client_log = log();
-    let config = exchange_runtime::NodeConfig {
+    let config = NodeConfig {
         pending_requests_max: 2,
         seed: 7,
-        ..Default::default()
+        ..NodeConfig::default()
     };
-    let mut node = exchange_runtime::Node::new(exchange_runtime::NodeId(1), "n1", config);
-    node.add_component(
-        "server",
-        ComponentLimits::default(),
-        Box::new(|| Box::new(SlowServer { waiting: vec![] })),
-    )
-    .unwrap();
-    let shared = client_log.clone();
-    node.add_component(
-        "client",
-        ComponentLimits::default(),
-        Box::new(move || {
-            let request = Action::Request("slow.get", Duration::from_millis(100));
-            Box::new(Starter {
-                actions: vec![request.clone(), request.clone(), request],
-                log: shared.clone(),
-            })
-        }),
-    )
-    .unwrap();
+    let (mut node, client_log) = setup(config, 3);
     node.start(T0);
     settle(&mut node, T0);
     let seen = client_log.borrow().clone();

@@ -28,10 +28,8 @@ impl Component for Timed {
     fn on_timer(&mut self, ctx: &mut Ctx<'_>, token: u64) -> HandlerResult {
         self.fired.borrow_mut().push(Seen {
             name: token.to_string(),
-            kind: exchange_runtime::Kind::Unspecified,
-            bounce: None,
-            correlation: None,
             at: ctx.now(),
+            ..Seen::default()
         });
         Ok(())
     }

@@ -6,18 +6,21 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use exchange_idl::kv::v1::{Get, GetReply};
+use exchange_runtime::stats::ComponentStats;
 use exchange_runtime::{
-    BounceReason, Component, ComponentLimits, CorrelationId, Ctx, HandlerResult, Kind, Message,
-    NoStopwatch, Node, NodeConfig, NodeId, Time,
+    BounceReason, Component, ComponentLimits, CorrelationId, Ctx, Factory, HandlerResult, Kind,
+    Message, NoStopwatch, Node, NodeConfig, NodeId, Payload, SendOptions, Time,
 };
 
 /// What a component saw.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Seen {
     pub name: String,
     pub kind: Kind,
     pub bounce: Option<BounceReason>,
+    pub detail: Option<String>,
     pub correlation: Option<CorrelationId>,
+    pub payload_len: usize,
     pub at: Time,
 }
 
@@ -32,7 +35,9 @@ fn record(log: &Log, ctx: &Ctx<'_>, message: &Message) {
         name: message.name().to_owned(),
         kind: message.kind(),
         bounce: message.bounce_reason(),
+        detail: message.bounce_detail().map(str::to_owned),
         correlation: message.correlation(),
+        payload_len: message.payload().len(),
         at: ctx.now(),
     });
 }
@@ -65,6 +70,7 @@ impl Component for Recorder {
 #[derive(Clone, Debug)]
 pub enum Action {
     Send(&'static str),
+    SendWith(&'static str, Payload, SendOptions),
     Request(&'static str, Duration),
     Publish(&'static str),
     Subscribe(&'static str),
@@ -82,6 +88,9 @@ impl Component for Starter {
         for action in &self.actions {
             match action {
                 Action::Send(name) => ctx.send(name, &get),
+                Action::SendWith(name, payload, options) => {
+                    ctx.send_with(name, payload.clone(), options.clone())
+                }
                 Action::Request(name, timeout) => {
                     ctx.request(name, &get, *timeout);
                 }
@@ -95,6 +104,38 @@ impl Component for Starter {
         record(&self.log, ctx, message);
         Ok(())
     }
+}
+
+/// A factory of [`Recorder`]s.
+pub fn recorder(names: &'static [&'static str], log: &Log, reply: bool) -> Factory {
+    let log = log.clone();
+    Box::new(move || {
+        Box::new(Recorder {
+            names,
+            log: log.clone(),
+            reply,
+        })
+    })
+}
+
+/// A factory of [`Starter`]s.
+pub fn starter(actions: Vec<Action>, log: &Log) -> Factory {
+    let log = log.clone();
+    Box::new(move || {
+        Box::new(Starter {
+            actions: actions.clone(),
+            log: log.clone(),
+        })
+    })
+}
+
+/// A component's counters, by name.
+pub fn stats(node: &Node, name: &str) -> ComponentStats {
+    node.components()
+        .find(|(_, n, _)| *n == name)
+        .expect("a component of that name")
+        .2
+        .clone()
 }
 
 pub fn limits(mailbox_len_max: usize) -> ComponentLimits {
