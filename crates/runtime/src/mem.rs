@@ -268,10 +268,3 @@ impl MemNetwork {
         undelivered
     }
 }
-
-impl crate::transport::Transport for MemNetwork {
-    /// Carries a frame from an unknown sender (for drivers injecting frames).
-    fn transmit(&mut self, now: Time, transmit: Transmit) -> Result<(), (Transmit, TransmitError)> {
-        self.carry(now, NodeId(0), transmit)
-    }
-}

@@ -3,8 +3,9 @@
 //! The node never calls a transport; it hands out [`Transmit`]s. A driver gives
 //! each to its transport and feeds failures back through
 //! [`crate::Node::handle_transmit_error`], where they become bounces or counted
-//! drops. The in-memory network ([`crate::mem`]) and the ZeroMQ transport in
-//! `container/` implement it.
+//! drops. The ZeroMQ transport in `container/` implements [`Transport`]; the
+//! in-memory network ([`crate::mem`]) carries frames itself, inside
+//! [`crate::mem::MemNetwork::step`], and reports failures the same way.
 
 use bytes::Bytes;
 
