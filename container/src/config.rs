@@ -67,9 +67,6 @@ pub struct RunConfig {
     /// bounce `Overloaded`.
     #[serde(default = "RunConfig::default_peer_queue")]
     pub peer_queue_max: usize,
-    /// Frame sets read from the app socket per turn before timers and handlers run.
-    #[serde(default = "RunConfig::default_frames_per_turn")]
-    pub frames_per_turn_max: usize,
 }
 
 impl RunConfig {
@@ -87,9 +84,6 @@ impl RunConfig {
     }
     fn default_peer_queue() -> usize {
         10_000
-    }
-    fn default_frames_per_turn() -> usize {
-        1_024
     }
 }
 

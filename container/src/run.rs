@@ -89,6 +89,7 @@ pub fn run(
     // Run until stopped, then drain: no new work from other nodes, no timers;
     // what is queued finishes within the bound.
     let mut drain_end: Option<Time> = None;
+    let mut busy = false;
     loop {
         if drain_end.is_none() && stop.load(Ordering::Relaxed) {
             drain_end = Some(clock.now() + run.drain);
@@ -97,13 +98,7 @@ pub fn run(
         if drain_end.is_some_and(|end| node.is_quiet() || clock.now() >= end) {
             break;
         }
-        turn(
-            &mut node,
-            &mut transport,
-            &clock,
-            &mut stopwatch,
-            run.frames_per_turn_max,
-        )?;
+        busy = turn(&mut node, &mut transport, &clock, &mut stopwatch, busy)?;
     }
     // Then what is left is bounced (remote senders) or counted. Messages still
     // waiting for a peer that never came up are given up on first, so that their
@@ -121,38 +116,53 @@ pub fn run(
 }
 
 /// One turn of the loop: wait for I/O or the next deadline, take in frames and
-/// control requests, run handlers, send what they emitted.
+/// control requests, run handlers, send what they emitted. Frames are read only
+/// as far as the node can run them this turn (its intake room); the rest wait in
+/// ZeroMQ's queue, which pushes back on the senders. Returns whether frames were
+/// left unread: then the next turn looks at the sockets without waiting (no
+/// `poll` system call while busy).
 fn turn(
     node: &mut Node,
     transport: &mut ZmqTransport,
     clock: &Clock,
     stopwatch: &mut RealStopwatch,
-    frames_per_turn_max: usize,
-) -> Result<(), String> {
+    busy: bool,
+) -> Result<bool, String> {
     let now = clock.now();
-    // Held messages are retried often: a peer's connection coming up is not an
-    // event the loop can wait on.
-    let wait_max = if transport.held() > 0 {
-        HELD_RETRY
+    let deadline = node.poll_timeout();
+    let readable = if busy || deadline.is_some_and(|deadline| deadline <= now) {
+        transport.readable()
     } else {
-        POLL_MAX
+        // Held messages are retried often: a peer's connection coming up is not
+        // an event the loop can wait on.
+        let wait_max = if transport.held() > 0 {
+            HELD_RETRY
+        } else {
+            POLL_MAX
+        };
+        let wait = deadline.map_or(wait_max, |deadline| {
+            deadline.saturating_since(now).min(wait_max)
+        });
+        transport.poll(wait)
     };
-    let wait = node.poll_timeout().map_or(wait_max, |deadline| {
-        deadline.saturating_since(now).min(wait_max)
-    });
-    let (app_readable, control_readable) = transport
-        .poll(wait)
-        .map_err(|error| format!("poll failed: {error}"))?;
+    let (app_readable, control_readable) =
+        readable.map_err(|error| format!("poll failed: {error}"))?;
     let now = clock.now();
+    let mut unread = false;
     if app_readable {
-        for _ in 0..frames_per_turn_max {
+        let room = node.intake_room();
+        unread = true;
+        for _ in 0..room {
             match transport.recv_app() {
-                None => break,
+                None => {
+                    unread = false;
+                    break;
+                }
                 Some(Received::Frames {
                     from,
                     header,
                     payload,
-                }) => node.handle_frame(now, from, &header, payload),
+                }) => node.handle_frame(now, from, header, payload),
                 Some(Received::Garbage) => node.handle_undecodable(now),
             }
         }
@@ -166,7 +176,7 @@ fn turn(
     if control_readable {
         serve_control(node, transport, now);
     }
-    Ok(())
+    Ok(unread)
 }
 
 /// Transmissions the transport gave up on go back to the node, which bounces or
@@ -179,11 +189,11 @@ fn feed_back(node: &mut Node, failed: Vec<(Transmit, TransmitError)>, now: Time)
 
 /// Sends what the node emitted; failures go back in as inputs.
 fn flush(node: &mut Node, transport: &mut ZmqTransport, now: Time) {
+    let instant = std::time::Instant::now();
     while let Some(output) = node.poll_output() {
         match output {
             Output::Transmit(transmit) => {
-                if let Err((transmit, error)) = transport.send(transmit, std::time::Instant::now())
-                {
+                if let Err((transmit, error)) = transport.send(transmit, instant) {
                     node.handle_transmit_error(now, transmit, error);
                 }
             }

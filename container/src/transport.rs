@@ -79,13 +79,13 @@ pub enum TransportError {
 
 /// What arrived on the app socket.
 #[derive(Debug)]
-pub enum Received {
+pub enum Received<'a> {
     /// An envelope: the sending node (0 if the identity is not a node's), header, payload.
     Frames {
         /// The sender, from the connection's identity.
         from: NodeId,
-        /// The header frame.
-        header: Vec<u8>,
+        /// The header frame, borrowed from the transport's receive buffer.
+        header: &'a [u8],
         /// The payload frame.
         payload: Bytes,
     },
@@ -117,6 +117,9 @@ pub struct ZmqTransport {
     /// first, with when they were held.
     held: BTreeMap<NodeId, VecDeque<(Instant, Transmit)>>,
     peers: BTreeSet<NodeId>,
+    /// Receive buffers, reused for every frame set: no allocation per frame
+    /// but the payload's own.
+    frames: [zmq::Message; 3],
     peer_wait: Duration,
     peer_queue_max: usize,
     // Dropped last: sockets close before their context terminates.
@@ -179,6 +182,11 @@ impl ZmqTransport {
             control: control_socket,
             held: BTreeMap::new(),
             peers: BTreeSet::new(),
+            frames: [
+                zmq::Message::new(),
+                zmq::Message::new(),
+                zmq::Message::new(),
+            ],
             peer_wait: options.peer_wait,
             peer_queue_max: options.peer_queue_max,
             _context: context,
@@ -223,21 +231,44 @@ impl ZmqTransport {
         }
     }
 
-    /// The next frame set on the app socket, if one is waiting.
-    pub fn recv_app(&self) -> Option<Received> {
-        let mut frames = match self.inbound.recv_multipart(zmq::DONTWAIT) {
-            Ok(frames) => frames,
-            Err(_) => return None,
+    /// Whether each socket has something to read, without waiting: for a busy
+    /// loop, which would otherwise make a `poll` system call every turn.
+    pub fn readable(&self) -> zmq::Result<(bool, bool)> {
+        let readable = |socket: &zmq::Socket| {
+            socket
+                .get_events()
+                .map(|events| events.contains(zmq::POLLIN))
         };
-        if frames.len() != 3 {
+        Ok((readable(&self.inbound)?, readable(&self.control)?))
+    }
+
+    /// The next frame set on the app socket, if one is waiting. The frames are
+    /// read into buffers the transport keeps, so only the payload is copied out.
+    pub fn recv_app(&mut self) -> Option<Received<'_>> {
+        let [identity, header, payload] = &mut self.frames;
+        self.inbound.recv(identity, zmq::DONTWAIT).ok()?;
+        // Parts of a frame set arrive together: once the first is read, the rest
+        // are there. A failed read ends the set like a last frame would.
+        let mut more = identity.get_more();
+        let mut parts = 1;
+        for frame in [&mut *header, &mut *payload] {
+            if !more {
+                break;
+            }
+            more = self.inbound.recv(frame, zmq::DONTWAIT).is_ok() && frame.get_more();
+            parts += 1;
+        }
+        if parts != 3 || more {
+            // Read what is left of the set, so the next read starts a new one.
+            while more {
+                more = self.inbound.recv(payload, zmq::DONTWAIT).is_ok() && payload.get_more();
+            }
             return Some(Received::Garbage);
         }
-        let payload = Bytes::from(frames.pop().expect("three frames"));
-        let header = frames.pop().expect("three frames");
         Some(Received::Frames {
-            from: node_of(&frames[0]),
-            header,
-            payload,
+            from: node_of(identity),
+            header: &header[..],
+            payload: Bytes::copy_from_slice(payload),
         })
     }
 

@@ -502,6 +502,18 @@ impl Node {
         self.queue.is_empty()
     }
 
+    /// How many frames a driver should take from the network before the next
+    /// [`Node::run`]: what that run can dispatch, less what is already queued.
+    /// A driver that reads no more than this leaves the rest in its transport's
+    /// queue, whose limit pushes back on the senders (their sends fail with
+    /// [`crate::TransmitError::WouldBlock`] at their own node), instead of
+    /// filling mailboxes here and bouncing `Overloaded` across the network.
+    pub fn intake_room(&self) -> usize {
+        self.config
+            .dispatch_per_turn_max
+            .saturating_sub(self.queue.len())
+    }
+
     /// A frame set the transport could not split into an envelope (wrong frame
     /// count): counted as a `malformed` drop, like a header that does not decode.
     pub fn handle_undecodable(&mut self, now: Time) {
