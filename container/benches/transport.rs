@@ -14,10 +14,17 @@
 //! fixed window after a warm-up; CPU time per message comes from
 //! `/proc/<pid>/stat` over the same window. Each configuration prints one JSON
 //! line: the median of the per-pair ratios (container / raw) and their range.
+//!
+//! The raw side runs under the container's allocator (mimalloc, overriding
+//! `malloc`, which libzmq allocates message buffers with), so the ratio measures
+//! the container's own work and not the choice of allocator.
 
 use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const WARMUP: Duration = Duration::from_millis(700);
 const WINDOW: Duration = Duration::from_secs(2);
@@ -62,6 +69,8 @@ struct Sample {
     rate: f64,
     server_cpu_ns_per_msg: f64,
     client_cpu_ns_per_msg: f64,
+    /// Median request round trip in µs (request/reply only).
+    p50_us: Option<f64>,
 }
 
 fn measure(kind: &str, in_flight: u32, transport: &str, placement: &str, pairs: usize) {
@@ -82,9 +91,15 @@ fn measure(kind: &str, in_flight: u32, transport: &str, placement: &str, pairs: 
         values[values.len() / 2]
     };
     let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    let p50 = |samples: &[Sample]| {
+        samples[0]
+            .p50_us
+            .map(|_| median(samples, |s| s.p50_us.unwrap_or(0.0)))
+    };
     let line = serde_json::json!({
         "bench": "transport", "kind": kind, "in_flight": in_flight, "transport": transport,
         "placement": placement, "payload_bytes": 64, "pairs": pairs,
+        "raw_p50_us": p50(&raw_samples), "container_p50_us": p50(&container_samples),
         "raw_msgs_per_s": median(&raw_samples, |s| s.rate).round(),
         "container_msgs_per_s": median(&container_samples, |s| s.rate).round(),
         "ratio": round(ratios[ratios.len() / 2]),
@@ -189,7 +204,11 @@ fn run_raw(kind: &str, in_flight: u32, transport: &str, placement: &str) -> Samp
     let (server_cpu0, client_cpu0) = (cpu_time(server.id()), cpu_time(client.id()));
     std::thread::sleep(WINDOW);
     let (server_cpu1, client_cpu1) = (cpu_time(server.id()), cpu_time(client.id()));
-    stop(client);
+    let client_out = stop_reading(client);
+    let p50_us = client_out
+        .lines()
+        .find_map(|line| line.strip_prefix("p50_us "))
+        .and_then(|v| v.trim().parse().ok());
     // The server printed its running count every 100 ms; it exits on SIGTERM.
     let _ = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
@@ -210,7 +229,19 @@ fn run_raw(kind: &str, in_flight: u32, transport: &str, placement: &str) -> Samp
         rate,
         server_cpu_ns_per_msg: (server_cpu1 - server_cpu0).as_nanos() as f64 / messages,
         client_cpu_ns_per_msg: (client_cpu1 - client_cpu0).as_nanos() as f64 / messages,
+        p50_us: p50_us.filter(|_| kind == "request"),
     }
+}
+
+/// Stops a process and returns what it printed.
+fn stop_reading(mut child: Child) -> String {
+    let stdout = child.stdout.take();
+    stop(child);
+    let mut out = String::new();
+    if let Some(mut stdout) = stdout {
+        let _ = stdout.read_to_string(&mut out);
+    }
+    out
 }
 
 /// The receive rate over the measurement window, from `(seconds since start,
@@ -280,14 +311,34 @@ fn raw_client(endpoint: &str, in_flight: u32, push: bool) {
             }
         }
     }
+    // Round trips, in µs: one connection keeps order, so replies match sends
+    // first in, first out. On SIGTERM the client prints the median and exits.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))
+        .expect("handler");
+    socket.set_rcvtimeo(100).expect("rcvtimeo");
+    let mut round_trips =
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 2).expect("bounds");
+    let mut sent = std::collections::VecDeque::new();
     for _ in 0..in_flight {
+        sent.push_back(Instant::now());
         socket.send(&payload[..], 0).expect("send");
     }
-    while socket.recv_bytes(0).is_ok() {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if socket.recv_bytes(0).is_err() {
+            continue;
+        }
+        let at = Instant::now();
+        if let Some(since) = sent.pop_front() {
+            round_trips.saturating_record((at - since).as_micros().max(1) as u64);
+        }
+        sent.push_back(at);
         if socket.send(&payload[..], 0).is_err() {
-            return;
+            break;
         }
     }
+    println!("p50_us {}", round_trips.value_at_quantile(0.5));
 }
 
 fn run_container(kind: &str, in_flight: u32, transport: &str, placement: &str) -> Sample {
@@ -354,16 +405,20 @@ fn run_container(kind: &str, in_flight: u32, transport: &str, placement: &str) -
         .spawn()
         .expect("client");
     std::thread::sleep(WARMUP);
-    let handled = || {
-        exchange_container::status::fetch(&server_ctl, Duration::from_secs(2))
-            .map(|status| status.components[0].handled)
-            .unwrap_or(0)
+    let component = |control: &str| {
+        exchange_container::status::fetch(control, Duration::from_secs(2))
+            .ok()
+            .and_then(|status| status.components.into_iter().next())
+            .unwrap_or_default()
     };
+    let handled = || component(&server_ctl).handled;
     let (n0, t0) = (handled(), Instant::now());
     let (server_cpu0, client_cpu0) = (cpu_time(server.id()), cpu_time(client.id()));
     std::thread::sleep(WINDOW);
     let (n1, t1) = (handled(), Instant::now());
     let (server_cpu1, client_cpu1) = (cpu_time(server.id()), cpu_time(client.id()));
+    // The pinger's requests, from sending to the reply, by its node's clock.
+    let p50_us = component(&client_ctl).response_p50_us as f64;
     stop(client);
     stop(server);
     let messages = (n1 - n0) as f64;
@@ -371,5 +426,6 @@ fn run_container(kind: &str, in_flight: u32, transport: &str, placement: &str) -
         rate: messages / (t1 - t0).as_secs_f64(),
         server_cpu_ns_per_msg: (server_cpu1 - server_cpu0).as_nanos() as f64 / messages,
         client_cpu_ns_per_msg: (client_cpu1 - client_cpu0).as_nanos() as f64 / messages,
+        p50_us: (kind == "request").then_some(p50_us),
     }
 }

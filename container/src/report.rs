@@ -35,6 +35,10 @@ pub struct ComponentReport {
     pub handler_p50_ns: u64,
     /// 99th-percentile handler time.
     pub handler_p99_ns: u64,
+    /// Median time from sending a request to its reply or bounce.
+    pub response_p50_us: u64,
+    /// 99th-percentile time from sending a request to its reply or bounce.
+    pub response_p99_us: u64,
 }
 
 impl ComponentReport {
@@ -106,6 +110,8 @@ impl Report {
                     queue_len_peak: u64::from(c.queue_len_peak),
                     handler_p50_ns: c.handler_p50_ns,
                     handler_p99_ns: c.handler_p99_ns,
+                    response_p50_us: c.response_p50_us,
+                    response_p99_us: c.response_p99_us,
                 };
                 components.insert(c.name, report);
             }

@@ -89,7 +89,11 @@ pub fn run(
     // Run until stopped, then drain: no new work from other nodes, no timers;
     // what is queued finishes within the bound.
     let mut drain_end: Option<Time> = None;
-    let mut busy = false;
+    // Both sockets are read dry on the first turn (see `ZmqTransport::poll`).
+    let mut unread = Unread {
+        app: true,
+        control: true,
+    };
     loop {
         if drain_end.is_none() && stop.load(Ordering::Relaxed) {
             drain_end = Some(clock.now() + run.drain);
@@ -98,7 +102,7 @@ pub fn run(
         if drain_end.is_some_and(|end| node.is_quiet() || clock.now() >= end) {
             break;
         }
-        busy = turn(&mut node, &mut transport, &clock, &mut stopwatch, busy)?;
+        unread = turn(&mut node, &mut transport, &clock, &mut stopwatch, unread)?;
     }
     // Then what is left is bounced (remote senders) or counted. Messages still
     // waiting for a peer that never came up are given up on first, so that their
@@ -115,23 +119,30 @@ pub fn run(
     Ok(RunSummary { status })
 }
 
+/// Which sockets may hold what the loop has not read yet (it stopped reading
+/// before a socket said it had nothing left).
+#[derive(Clone, Copy, Debug)]
+struct Unread {
+    app: bool,
+    control: bool,
+}
+
 /// One turn of the loop: wait for I/O or the next deadline, take in frames and
 /// control requests, run handlers, send what they emitted. Frames are read only
 /// as far as the node can run them this turn (its intake room); the rest wait in
-/// ZeroMQ's queue, which pushes back on the senders. Returns whether frames were
-/// left unread: then the next turn looks at the sockets without waiting (no
-/// `poll` system call while busy).
+/// ZeroMQ's queue, which pushes back on the senders. While something is left
+/// unread, or a deadline is due, the loop looks at the sockets without waiting.
 fn turn(
     node: &mut Node,
     transport: &mut ZmqTransport,
     clock: &Clock,
     stopwatch: &mut RealStopwatch,
-    busy: bool,
-) -> Result<bool, String> {
+    unread: Unread,
+) -> Result<Unread, String> {
     let now = clock.now();
     let deadline = node.poll_timeout();
-    let readable = if busy || deadline.is_some_and(|deadline| deadline <= now) {
-        transport.readable()
+    let wait = if unread.app || unread.control {
+        Duration::ZERO
     } else {
         // Held messages are retried often: a peer's connection coming up is not
         // an event the loop can wait on.
@@ -140,22 +151,21 @@ fn turn(
         } else {
             POLL_MAX
         };
-        let wait = deadline.map_or(wait_max, |deadline| {
+        deadline.map_or(wait_max, |deadline| {
             deadline.saturating_since(now).min(wait_max)
-        });
-        transport.poll(wait)
+        })
     };
-    let (app_readable, control_readable) =
-        readable.map_err(|error| format!("poll failed: {error}"))?;
+    let (app_news, control_news) = transport
+        .poll(wait)
+        .map_err(|error| format!("poll failed: {error}"))?;
     let now = clock.now();
-    let mut unread = false;
-    if app_readable {
-        let room = node.intake_room();
-        unread = true;
-        for _ in 0..room {
+    let mut app = false;
+    if app_news || unread.app {
+        app = true;
+        for _ in 0..node.intake_room() {
             match transport.recv_app() {
                 None => {
-                    unread = false;
+                    app = false;
                     break;
                 }
                 Some(Received::Frames {
@@ -173,10 +183,8 @@ fn turn(
     }
     node.run(now, stopwatch);
     flush(node, transport, now);
-    if control_readable {
-        serve_control(node, transport, now);
-    }
-    Ok(unread)
+    let control = (control_news || unread.control) && serve_control(node, transport, now);
+    Ok(Unread { app, control })
 }
 
 /// Transmissions the transport gave up on go back to the node, which bounces or
@@ -202,11 +210,12 @@ fn flush(node: &mut Node, transport: &mut ZmqTransport, now: Time) {
     }
 }
 
-/// Answers every waiting control request.
-fn serve_control(node: &Node, transport: &ZmqTransport, now: Time) {
+/// Answers waiting control requests, up to a bound per turn; returns whether
+/// some may be left.
+fn serve_control(node: &Node, transport: &ZmqTransport, now: Time) -> bool {
     for _ in 0..64 {
         let Some(mut frames) = transport.recv_control() else {
-            return;
+            return false;
         };
         let body = frames.pop().unwrap_or_default();
         let kind = match control::Request::decode(body.as_slice()) {
@@ -222,4 +231,5 @@ fn serve_control(node: &Node, transport: &ZmqTransport, now: Time) {
         frames.push(control::Response { kind: Some(kind) }.encode_to_vec());
         transport.send_control(frames);
     }
+    true
 }

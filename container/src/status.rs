@@ -72,6 +72,8 @@ pub fn to_json(status: &control::NodeStatus) -> serde_json::Value {
                 "restarts": c.restarts, "queue_len": c.queue_len, "queue_len_peak": c.queue_len_peak,
                 "effects_refused": c.effects_refused,
                 "requests_sent": c.requests_sent, "responses_received": c.responses_received,
+                "handler_p50_ns": c.handler_p50_ns, "handler_p99_ns": c.handler_p99_ns,
+                "response_p50_us": c.response_p50_us, "response_p99_us": c.response_p99_us,
             })
         })
         .collect();

@@ -117,6 +117,8 @@ pub struct ZmqTransport {
     /// first, with when they were held.
     held: BTreeMap<NodeId, VecDeque<(Instant, Transmit)>>,
     peers: BTreeSet<NodeId>,
+    /// The app and control sockets' signalling descriptors (`ZMQ_FD`).
+    signals: (std::os::fd::RawFd, std::os::fd::RawFd),
     /// Receive buffers, reused for every frame set: no allocation per frame
     /// but the payload's own.
     frames: [zmq::Message; 3],
@@ -177,6 +179,7 @@ impl ZmqTransport {
         control_socket.set_maxmsgsize(64 * 1024)?;
         bind(&control_socket, control)?;
         Ok(ZmqTransport {
+            signals: (inbound.get_fd()?, control_socket.get_fd()?),
             inbound,
             outbound,
             control: control_socket,
@@ -216,11 +219,18 @@ impl ZmqTransport {
             })
     }
 
-    /// Waits up to `timeout` for either socket to be readable; returns (app, control).
+    /// Waits up to `timeout` for news on either socket; returns (app, control).
+    ///
+    /// This polls the sockets' signalling descriptors (`ZMQ_FD`) directly: one
+    /// system call, where `zmq_poll` on the sockets makes one per socket more
+    /// to ask each for its events. A descriptor signals only *new* commands
+    /// from ZeroMQ's I/O thread, so the result is complete only for a socket
+    /// that was last read until it had nothing left; the loop reads each socket
+    /// dry before it waits (or else does not wait).
     pub fn poll(&self, timeout: Duration) -> zmq::Result<(bool, bool)> {
         let mut items = [
-            self.inbound.as_poll_item(zmq::POLLIN),
-            self.control.as_poll_item(zmq::POLLIN),
+            zmq::PollItem::from_fd(self.signals.0, zmq::POLLIN),
+            zmq::PollItem::from_fd(self.signals.1, zmq::POLLIN),
         ];
         let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
         match zmq::poll(&mut items, timeout_ms) {
@@ -231,19 +241,9 @@ impl ZmqTransport {
         }
     }
 
-    /// Whether each socket has something to read, without waiting: for a busy
-    /// loop, which would otherwise make a `poll` system call every turn.
-    pub fn readable(&self) -> zmq::Result<(bool, bool)> {
-        let readable = |socket: &zmq::Socket| {
-            socket
-                .get_events()
-                .map(|events| events.contains(zmq::POLLIN))
-        };
-        Ok((readable(&self.inbound)?, readable(&self.control)?))
-    }
-
     /// The next frame set on the app socket, if one is waiting. The frames are
     /// read into buffers the transport keeps, so only the payload is copied out.
+    /// (`None` leaves the socket read dry, see [`ZmqTransport::poll`].)
     pub fn recv_app(&mut self) -> Option<Received<'_>> {
         let [identity, header, payload] = &mut self.frames;
         self.inbound.recv(identity, zmq::DONTWAIT).ok()?;
@@ -364,6 +364,7 @@ impl ZmqTransport {
     }
 
     /// The next control request, `[client identity, …frames]`, if one is waiting.
+    /// (`None` leaves the socket read dry, see [`ZmqTransport::poll`].)
     pub fn recv_control(&self) -> Option<Vec<Vec<u8>>> {
         self.control.recv_multipart(zmq::DONTWAIT).ok()
     }

@@ -3,6 +3,7 @@
 //! Used only at the edge of a node; messages between components of the same node
 //! are never encoded.
 
+use bytes::{BufMut, Bytes, BytesMut};
 use exchange_idl::exchange::v1 as pb;
 use prost::encoding::{WireType, encode_varint, encoded_len_varint, key_len};
 
@@ -42,27 +43,45 @@ pub enum DecodeError {
 }
 
 /// Encodes a header as `exchange.v1.Envelope` bytes, straight from the
-/// [`Header`] (no intermediate protobuf struct, one allocation).
-pub fn encode_header(header: &Header) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(96 + header.name.len() + header.hops.len() * 24);
-    put_uint(&mut buf, 1, header.id);
-    put_str(&mut buf, 2, &header.name);
-    put_uint(&mut buf, 3, header.kind as i32 as u64);
-    put_address(&mut buf, 4, header.source);
+/// [`Header`] (no intermediate protobuf struct).
+pub fn encode_header(header: &Header) -> Bytes {
+    encode_header_into(header, &mut BytesMut::new())
+}
+
+/// Encodes a header into the spare room of `buf` and splits it off: a caller
+/// that keeps `buf` between messages allocates once per block of headers
+/// instead of once per header. (Headers live only until the transport has
+/// copied them out, so a block is not held for long.)
+pub fn encode_header_into(header: &Header, buf: &mut BytesMut) -> Bytes {
+    /// The least a block holds, so that most headers do not allocate.
+    const BLOCK_BYTES: usize = 16 * 1024;
+    let needed = 96 + header.name.len() + header.hops.len() * 24;
+    if buf.capacity() < needed {
+        buf.reserve(needed.max(BLOCK_BYTES));
+    }
+    encode_fields(header, buf);
+    buf.split().freeze()
+}
+
+fn encode_fields(header: &Header, buf: &mut BytesMut) {
+    put_uint(buf, 1, header.id);
+    put_str(buf, 2, &header.name);
+    put_uint(buf, 3, header.kind as i32 as u64);
+    put_address(buf, 4, header.source);
     if let Some(target) = header.target {
-        put_address(&mut buf, 5, target);
+        put_address(buf, 5, target);
     }
-    put_uint(&mut buf, 6, header.correlation.0);
+    put_uint(buf, 6, header.correlation.0);
     if let Some(flow) = &header.flow {
-        put_str(&mut buf, 7, flow);
+        put_str(buf, 7, flow);
     }
-    put_uint(&mut buf, 8, header.horizon as i32 as u64);
-    put_uint(&mut buf, 9, header.deadline.map_or(0, Time::as_micros));
-    put_fixed64(&mut buf, 10, header.trace.trace_id);
-    put_fixed64(&mut buf, 11, header.trace.span_id);
-    put_fixed64(&mut buf, 12, header.trace.parent_span_id);
+    put_uint(buf, 8, header.horizon as i32 as u64);
+    put_uint(buf, 9, header.deadline.map_or(0, Time::as_micros));
+    put_fixed64(buf, 10, header.trace.trace_id);
+    put_fixed64(buf, 11, header.trace.span_id);
+    put_fixed64(buf, 12, header.trace.parent_span_id);
     put_uint(
-        &mut buf,
+        buf,
         13,
         if header.trace.sampled {
             u64::from(SAMPLED)
@@ -74,38 +93,37 @@ pub fn encode_header(header: &Header) -> Vec<u8> {
         let len = uint_len(1, hop.node.0)
             + uint_len(2, u64::from(hop.component.0))
             + uint_len(3, hop.at.as_micros());
-        put_key(&mut buf, 14, WireType::LengthDelimited);
-        put_varint(&mut buf, len as u64);
-        put_uint(&mut buf, 1, hop.node.0);
-        put_uint(&mut buf, 2, u64::from(hop.component.0));
-        put_uint(&mut buf, 3, hop.at.as_micros());
+        put_key(buf, 14, WireType::LengthDelimited);
+        put_varint(buf, len as u64);
+        put_uint(buf, 1, hop.node.0);
+        put_uint(buf, 2, u64::from(hop.component.0));
+        put_uint(buf, 3, hop.at.as_micros());
     }
-    put_uint(&mut buf, 15, header.content_type as i32 as u64);
+    put_uint(buf, 15, header.content_type as i32 as u64);
     if let Some(bounce) = &header.bounce {
-        put_uint(&mut buf, 16, bounce.reason as i32 as u64);
-        put_str(&mut buf, 17, &bounce.detail);
+        put_uint(buf, 16, bounce.reason as i32 as u64);
+        put_str(buf, 17, &bounce.detail);
     }
-    buf
 }
 
 /// Most keys and values in a header fit one byte; prost's general encoder goes
 /// through `BufMut` a byte at a time, so the one-byte case is done here.
 #[inline]
-fn put_varint(buf: &mut Vec<u8>, value: u64) {
+fn put_varint(buf: &mut BytesMut, value: u64) {
     if value < 0x80 {
-        buf.push(value as u8);
+        buf.put_u8(value as u8);
     } else {
         encode_varint(value, buf);
     }
 }
 
 #[inline]
-fn put_key(buf: &mut Vec<u8>, tag: u32, wire_type: WireType) {
+fn put_key(buf: &mut BytesMut, tag: u32, wire_type: WireType) {
     put_varint(buf, (u64::from(tag) << 3) | wire_type as u64);
 }
 
 #[inline]
-fn put_uint(buf: &mut Vec<u8>, tag: u32, value: u64) {
+fn put_uint(buf: &mut BytesMut, tag: u32, value: u64) {
     // proto3: a field at its default value is not written.
     if value != 0 {
         put_key(buf, tag, WireType::Varint);
@@ -114,7 +132,7 @@ fn put_uint(buf: &mut Vec<u8>, tag: u32, value: u64) {
 }
 
 #[inline]
-fn put_fixed64(buf: &mut Vec<u8>, tag: u32, value: u64) {
+fn put_fixed64(buf: &mut BytesMut, tag: u32, value: u64) {
     if value != 0 {
         put_key(buf, tag, WireType::SixtyFourBit);
         buf.extend_from_slice(&value.to_le_bytes());
@@ -122,7 +140,7 @@ fn put_fixed64(buf: &mut Vec<u8>, tag: u32, value: u64) {
 }
 
 #[inline]
-fn put_str(buf: &mut Vec<u8>, tag: u32, value: &str) {
+fn put_str(buf: &mut BytesMut, tag: u32, value: &str) {
     if !value.is_empty() {
         put_key(buf, tag, WireType::LengthDelimited);
         put_varint(buf, value.len() as u64);
@@ -139,7 +157,7 @@ fn uint_len(tag: u32, value: u64) -> usize {
     }
 }
 
-fn put_address(buf: &mut Vec<u8>, tag: u32, address: Address) {
+fn put_address(buf: &mut BytesMut, tag: u32, address: Address) {
     let len = uint_len(1, address.node.0) + uint_len(2, u64::from(address.component.0));
     put_key(buf, tag, WireType::LengthDelimited);
     put_varint(buf, len as u64);
@@ -483,7 +501,7 @@ mod tests {
         let bytes = encode_header(&original);
         assert_eq!(decode_header(&bytes, &Router::default()).unwrap(), original);
         assert_eq!(
-            pb::Envelope::decode(bytes.as_slice()).unwrap(),
+            pb::Envelope::decode(&bytes[..]).unwrap(),
             to_proto(&original)
         );
         assert_eq!(
@@ -534,7 +552,7 @@ mod tests {
 
     #[test]
     fn unknown_fields_from_newer_peers_are_skipped() {
-        let mut bytes = encode_header(&header());
+        let mut bytes = encode_header(&header()).to_vec();
         prost::encoding::encode_key(99, WireType::LengthDelimited, &mut bytes);
         encode_varint(3, &mut bytes);
         bytes.extend_from_slice(b"new");

@@ -20,14 +20,14 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use exchange_idl::exchange::v1::control;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rustc_hash::FxHashMap;
 use smallvec::{SmallVec, smallvec};
 
-use crate::codec::{HEADER_BYTES_MAX, decode_header, decode_header_into, encode_header};
+use crate::codec::{HEADER_BYTES_MAX, decode_header, decode_header_into, encode_header_into};
 use crate::component::{Component, Factory, HandlerResult};
 use crate::ctx::{Ctx, Effect};
 use crate::env::Env;
@@ -208,6 +208,7 @@ struct Slot {
 #[derive(Debug)]
 struct Pending {
     component: ComponentId,
+    sent: Time,
     deadline: Time,
     name: Name,
     trace: TraceContext,
@@ -246,6 +247,8 @@ pub struct Node {
     outputs: VecDeque<Output>,
     effects: Vec<Effect>,
     minter: Minter,
+    /// Headers are encoded into blocks of this buffer (see `encode_header_into`).
+    encode_buf: BytesMut,
     next_timer_seq: u64,
     stats: NodeStats,
 }
@@ -278,6 +281,7 @@ impl Node {
             outputs: VecDeque::new(),
             effects: Vec::new(),
             minter,
+            encode_buf: BytesMut::new(),
             next_timer_seq: 0,
             stats: NodeStats::default(),
         }
@@ -798,6 +802,7 @@ impl Node {
         let deadline = header.deadline.expect("requests always carry a deadline");
         let pending = Pending {
             component,
+            sent: self.now,
             deadline,
             name: header.name.clone(),
             trace: header.trace,
@@ -867,7 +872,7 @@ impl Node {
 
     fn transmit(&mut self, to: NodeId, message: Message) {
         self.stats.frames_out += 1;
-        let header = Bytes::from(encode_header(&message.header));
+        let header = encode_header_into(&message.header, &mut self.encode_buf);
         self.minter.recycle(message.header);
         self.outputs.push_back(Output::Transmit(Transmit {
             to,
@@ -897,7 +902,9 @@ impl Node {
             match self.pending.get(&correlation) {
                 Some(pending) if pending.component == id => {
                     let pending = self.pending.remove(&correlation).expect("just looked up");
-                    self.slots[id.index()].stats.responses_received += 1;
+                    let stats = &mut self.slots[id.index()].stats;
+                    stats.responses_received += 1;
+                    stats.record_response_time(self.now.saturating_since(pending.sent));
                     self.pending_deadlines
                         .remove(&(pending.deadline, correlation));
                 }
@@ -1136,6 +1143,8 @@ impl Node {
                 queue_bytes_max: slot.mailbox.bytes_max as u64,
                 queue_len_peak: slot.mailbox.len_peak as u32,
                 handler_p50_ns: slot.stats.handler_ns_at(0.5),
+                response_p50_us: slot.stats.response_us_at(0.5),
+                response_p99_us: slot.stats.response_us_at(0.99),
                 handler_p99_ns: slot.stats.handler_ns_at(0.99),
                 timers_fired: slot.stats.timers_fired,
                 returned: slot.stats.returned.bounced(),

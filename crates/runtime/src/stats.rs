@@ -158,6 +158,7 @@ pub struct ComponentStats {
     /// `accepted` like any message; this says why they came back).
     pub returned: Outcomes,
     handler_ns: Histogram<u64>,
+    response_us: Histogram<u64>,
 }
 
 impl Default for ComponentStats {
@@ -175,6 +176,8 @@ impl Default for ComponentStats {
             returned: Outcomes::default(),
             handler_ns: Histogram::new_with_bounds(1, 60_000_000_000, 2)
                 .expect("static histogram bounds are valid"),
+            response_us: Histogram::new_with_bounds(1, 3_600_000_000, 2)
+                .expect("static histogram bounds are valid"),
         }
     }
 }
@@ -185,19 +188,38 @@ impl ComponentStats {
         self.handler_ns.saturating_record(ns);
     }
 
+    /// A request of this component's was answered (reply or bounce) this long
+    /// after it was sent, by the node's clock.
+    pub(crate) fn record_response_time(&mut self, elapsed: Duration) {
+        let us = u64::try_from(elapsed.as_micros())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.response_us.saturating_record(us);
+    }
+
     /// Handler time at quantile `q` (0.0–1.0), in nanoseconds; 0 before any.
     pub fn handler_ns_at(&self, q: f64) -> u64 {
-        if self.handler_ns.is_empty() {
-            0
-        } else {
-            self.handler_ns.value_at_quantile(q)
-        }
+        at_quantile(&self.handler_ns, q)
+    }
+
+    /// Time from sending a request to its reply or bounce at quantile `q`
+    /// (0.0–1.0), in microseconds; 0 before any.
+    pub fn response_us_at(&self, q: f64) -> u64 {
+        at_quantile(&self.response_us, q)
     }
 
     /// Messages accepted and not yet ended (queued), by the counters.
     pub fn unresolved(&self) -> u64 {
         let ended = self.handled + self.outcomes.bounced_total() + self.outcomes.dropped_total();
         self.accepted.saturating_sub(ended)
+    }
+}
+
+fn at_quantile(histogram: &Histogram<u64>, q: f64) -> u64 {
+    if histogram.is_empty() {
+        0
+    } else {
+        histogram.value_at_quantile(q)
     }
 }
 
