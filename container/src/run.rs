@@ -30,7 +30,13 @@ pub fn build_node(app: &AppConfig, run: &RunConfig, registry: &Registry) -> Resu
         .map(|c| c.name.as_str())
         .collect::<Vec<_>>()
         .join("+");
-    let mut node = Node::new(NodeId(run.node_id), &name, app.node.node_config(app.seed));
+    let mut config = app.node.node_config(app.seed);
+    // A restart under the same node id is a new life: its start time tells them
+    // apart (see `NodeConfig::incarnation`).
+    config.incarnation = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_micros() as u64);
+    let mut node = Node::new(NodeId(run.node_id), &name, config);
     crate::config::add_components(&mut node, app, &app.components, registry)?;
     for peer in &app.peers {
         for name in &peer.handles {

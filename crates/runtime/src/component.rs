@@ -74,6 +74,12 @@ pub trait Component {
     fn stop(&mut self, ctx: &mut Ctx<'_>) {
         let _ = ctx;
     }
+
+    /// What must hold of this component's state between any two messages (the
+    /// simulator checks it after every step): `Err` says what is broken.
+    fn invariants(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Makes fresh instances of a component: at start and after each restart.

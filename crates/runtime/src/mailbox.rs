@@ -21,6 +21,8 @@ pub(crate) type RunQueue = std::collections::VecDeque<(ComponentId, usize, Item)
 #[derive(Debug)]
 pub(crate) struct Mailbox {
     messages: usize,
+    /// Of `messages`, responses (admitted past the limits).
+    responses: usize,
     bytes: usize,
     pub(crate) len_max: usize,
     pub(crate) bytes_max: usize,
@@ -31,6 +33,7 @@ impl Mailbox {
     pub(crate) fn new(len_max: usize, bytes_max: usize) -> Mailbox {
         Mailbox {
             messages: 0,
+            responses: 0,
             bytes: 0,
             len_max,
             bytes_max,
@@ -45,16 +48,24 @@ impl Mailbox {
 
     /// Counts a queued message (whether or not it fit: responses are admitted
     /// past the limits).
-    pub(crate) fn add(&mut self, size: usize) {
+    pub(crate) fn add(&mut self, size: usize, response: bool) {
         self.messages += 1;
+        self.responses += usize::from(response);
         self.bytes += size;
         self.len_peak = self.len_peak.max(self.messages);
     }
 
     /// Uncounts a message leaving the queue.
-    pub(crate) fn remove(&mut self, size: usize) {
+    pub(crate) fn remove(&mut self, size: usize, response: bool) {
         self.messages -= 1;
+        self.responses -= usize::from(response);
         self.bytes -= size;
+    }
+
+    /// Whether what was admitted under the limits is within them (responses,
+    /// admitted past them, aside).
+    pub(crate) fn within_bounds(&self) -> bool {
+        self.messages - self.responses <= self.len_max
     }
 
     /// Messages queued.
@@ -75,14 +86,14 @@ mod tests {
     fn bounded_by_count_and_bytes() {
         let mut mailbox = Mailbox::new(2, 1_000);
         assert!(mailbox.admits(100));
-        mailbox.add(100);
-        mailbox.add(100);
+        mailbox.add(100, false);
+        mailbox.add(100, false);
         assert!(!mailbox.admits(1), "a third message is over len_max");
-        mailbox.remove(100);
+        mailbox.remove(100, false);
         assert!(mailbox.admits(100));
         assert!(!mailbox.admits(901), "over bytes_max");
-        mailbox.add(100);
-        mailbox.add(100);
+        mailbox.add(100, false);
+        mailbox.add(100, false);
         assert_eq!(
             (mailbox.len(), mailbox.bytes(), mailbox.len_peak),
             (3, 300, 3)

@@ -137,6 +137,11 @@ impl Header {
     pub fn is_bounceable(&self) -> bool {
         matches!(self.kind, Kind::Send | Kind::Request)
     }
+
+    /// Whether this answers a request (a reply, or a bounce of a request).
+    pub fn is_response(&self) -> bool {
+        matches!(self.kind, Kind::Reply | Kind::Bounce) && self.correlation.0 != 0
+    }
 }
 
 /// A message: header plus payload.

@@ -35,11 +35,14 @@ pub(crate) struct Minter {
 }
 
 impl Minter {
-    pub(crate) fn new(node: NodeId, seed: u64, sample_one_in: u32) -> Minter {
+    pub(crate) fn new(node: NodeId, seed: u64, incarnation: u64, sample_one_in: u32) -> Minter {
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ node.0.rotate_left(32));
         Minter {
             next_id: 0,
-            next_correlation: 0,
+            // Each life of a node counts its correlation ids up from its own
+            // point in a 2^62 space: lives that overlap in their ids would need
+            // 2^62 / (lives x requests) to be small.
+            next_correlation: mix(incarnation ^ node.0.rotate_left(17)) >> 2,
             next_span: 0,
             span_salt: rng.random(),
             rng,
@@ -118,5 +121,34 @@ impl Minter {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node killed and restarted under the same id must not hand out the
+    /// correlation ids of its previous life: a late reply to the old request
+    /// would be taken as the answer to a new one.
+    #[test]
+    fn a_new_incarnation_draws_correlations_from_elsewhere() {
+        let node = NodeId(3);
+        let mut first = Minter::new(node, 7, 1, 0);
+        let mut second = Minter::new(node, 7, 2, 0);
+        let a: Vec<u64> = (0..1000).map(|_| first.correlation().0).collect();
+        let b: Vec<u64> = (0..1000).map(|_| second.correlation().0).collect();
+        assert!(
+            a.iter().all(|c| !b.contains(c)),
+            "{:?} vs {:?}",
+            &a[..3],
+            &b[..3]
+        );
+        assert!(
+            a.iter().chain(&b).all(|c| *c != 0),
+            "0 means no correlation"
+        );
+        let mut again = Minter::new(node, 7, 1, 0);
+        assert_eq!(again.correlation().0, a[0], "the same life is reproducible");
     }
 }

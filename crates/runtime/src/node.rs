@@ -61,6 +61,27 @@ pub struct NodeConfig {
     pub restart_window: Duration,
     /// Seeds every RNG of the node and its components.
     pub seed: u64,
+    /// Which life of this node id this is. A node that restarts under the same
+    /// id must get a new one (the container takes the start time; the
+    /// simulator counts restarts): correlation ids are drawn from a range that
+    /// depends on it, so a late reply to the previous life's request is never
+    /// taken for an answer to this life's.
+    pub incarnation: u64,
+    /// Deliberate defects, for proving that checkers can fail. Never set
+    /// outside tests.
+    #[doc(hidden)]
+    pub sabotage: Sabotage,
+}
+
+/// Deliberate defects a test can switch on to prove a checker catches them.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Sabotage {
+    /// None: the node as built.
+    #[default]
+    None,
+    /// A full mailbox drops the message silently: no bounce, no count.
+    SilentMailboxDrop,
 }
 
 impl Default for NodeConfig {
@@ -74,6 +95,8 @@ impl Default for NodeConfig {
             restart_intensity_max: 10,
             restart_window: Duration::from_secs(10),
             seed: 0,
+            incarnation: 0,
+            sabotage: Sabotage::None,
         }
     }
 }
@@ -264,7 +287,12 @@ fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
 impl Node {
     /// A node with no components yet.
     pub fn new(id: NodeId, name: &str, config: NodeConfig) -> Node {
-        let minter = Minter::new(id, config.seed, config.trace_sample_one_in);
+        let minter = Minter::new(
+            id,
+            config.seed,
+            config.incarnation,
+            config.trace_sample_one_in,
+        );
         Node {
             id,
             name: name.to_owned(),
@@ -501,6 +529,49 @@ impl Node {
         }
     }
 
+    /// Checks what the node promises between any two inputs, and its
+    /// components' own [`Component::invariants`]; returns the first that does
+    /// not hold. The simulator calls it after every step:
+    ///
+    /// - every message a component accepted has ended (handled, bounced or
+    ///   dropped, each counted) or is still queued for it;
+    /// - no mailbox holds more than its limit of messages admitted under it
+    ///   (responses, admitted past it, aside);
+    /// - no request is past its deadline without a reply or bounce.
+    pub fn audit(&self) -> Result<(), String> {
+        for slot in &self.slots {
+            let queued = slot.mailbox.len() as u64;
+            if slot.stats.unresolved() != queued {
+                return Err(format!(
+                    "{}: accepted {} but handled {}, bounced {}, dropped {} and {queued} queued",
+                    slot.name,
+                    slot.stats.accepted,
+                    slot.stats.handled,
+                    slot.stats.outcomes.bounced_total(),
+                    slot.stats.outcomes.dropped_total(),
+                ));
+            }
+            if !slot.mailbox.within_bounds() {
+                return Err(format!(
+                    "{}: {queued} messages queued, over its limit of {}",
+                    slot.name, slot.mailbox.len_max
+                ));
+            }
+            slot.instance
+                .invariants()
+                .map_err(|broken| format!("{}: {broken}", slot.name))?;
+        }
+        if let Some((deadline, correlation)) = self.pending_deadlines.first()
+            && *deadline < self.now
+        {
+            return Err(format!(
+                "request {} is past its deadline ({deadline}) at {} with no reply or bounce",
+                correlation.0, self.now
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether nothing is queued for a component (pending requests may remain).
     pub fn is_quiet(&self) -> bool {
         self.queue.is_empty()
@@ -557,7 +628,9 @@ impl Node {
             let Item::Message(message) = item else {
                 continue;
             };
-            self.slots[id.index()].mailbox.remove(size);
+            self.slots[id.index()]
+                .mailbox
+                .remove(size, message.header.is_response());
             // A sender on another node outlives this one: it gets its message
             // back. A sender here is stopping too, so the message is just counted.
             if message.header.is_bounceable() && message.header.source.node != self.id {
@@ -590,7 +663,9 @@ impl Node {
                 }
             }
             Item::Message(message) => {
-                self.slots[id.index()].mailbox.remove(size);
+                self.slots[id.index()]
+                    .mailbox
+                    .remove(size, message.header.is_response());
                 self.dispatch_message(id, message);
             }
         }
@@ -895,9 +970,7 @@ impl Node {
             // sent before the stop, say) ends here, counted.
             return self.drop_counted(id, &message, DropReason::Shutdown);
         }
-        let is_response = matches!(message.header.kind, Kind::Reply | Kind::Bounce)
-            && message.header.correlation.0 != 0;
-        if is_response {
+        if message.header.is_response() {
             let correlation = message.header.correlation;
             match self.pending.get(&correlation) {
                 Some(pending) if pending.component == id => {
@@ -914,15 +987,17 @@ impl Node {
             // per pending request, and pending requests are bounded. This is what
             // lets every request end in a reply or a bounce even under overload.
             let size = message.size_bytes();
-            self.slots[id.index()].mailbox.add(size);
+            self.slots[id.index()].mailbox.add(size, true);
             self.queue.push_back((id, size, Item::Message(message)));
             return;
         }
         let size = message.size_bytes();
         let mailbox = &mut self.slots[id.index()].mailbox;
         if mailbox.admits(size) {
-            mailbox.add(size);
+            mailbox.add(size, false);
             self.queue.push_back((id, size, Item::Message(message)));
+        } else if self.config.sabotage == Sabotage::SilentMailboxDrop {
+            // The defect the accounting checker must catch: gone, uncounted.
         } else {
             self.refuse(id, message, BounceReason::Overloaded, "mailbox full");
         }
@@ -1032,7 +1107,7 @@ impl Node {
             payload: Bytes::new(),
         };
         let size = message.size_bytes();
-        slot.mailbox.add(size);
+        slot.mailbox.add(size, true);
         self.queue
             .push_back((pending.component, size, Item::Message(message)));
     }
