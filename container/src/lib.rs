@@ -1,7 +1,7 @@
 //! The exchange container: the only crate that touches sockets, clocks and
 //! threads. It reads config, builds nodes from registered component kinds, and
-//! drives them: `exchange dev` over the in-memory network in one process (and,
-//! with the transport issue, `exchange run` over ZeroMQ).
+//! drives them: `exchange dev` over the in-memory network in one process,
+//! `exchange run` over ZeroMQ, and `exchange sim` in the deterministic simulator.
 //!
 //! Hosting your own components: register their kinds in a
 //! [`registry::Registry`] and call [`cli::main`] from your binary.
@@ -24,6 +24,7 @@ pub mod dev;
 pub mod registry;
 pub mod report;
 pub mod run;
+pub mod sim;
 pub mod status;
 pub mod transport;
 

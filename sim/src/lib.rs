@@ -1,8 +1,33 @@
-//! The deterministic simulator for exchange: the real `Node`s and the real
-//! components on one thread, driven by virtual time from one seed, over a
-//! network model with latency, loss, duplication, reordering, partitions,
-//! crashes and clock skew, with checkers for message accounting.
+//! The deterministic simulator for exchange: the real `Node`s with the real
+//! components, many of them on one thread, driven by virtual time from one seed
+//! over a network model with latency, loss, duplication, reordering, partitions,
+//! crashes and clock skew, with checkers for what the system promises.
 //!
-//! Nothing lives here yet: the simulator issue fills it. It will drive
-//! `exchange_runtime::mem::MemNetwork`-style inputs with virtual time; the
-//! runtime is sans-IO precisely so that this crate needs no special hooks.
+//! A run has two phases. In the *safety* phase faults are on and every node is
+//! audited after every step ([`exchange_runtime::Node::audit`]: every accepted
+//! message ended or is queued, mailboxes within bounds, no request past its
+//! deadline unanswered, the components' own invariants), and every frame is
+//! checked to be delivered once unless the network duplicated it. In the
+//! *liveness* phase everything heals, crashed nodes restart, the app must make
+//! progress again (requests get replies), and once new work stops, queues must
+//! drain and every request end within a bound. At the end the network's
+//! counters must account for every frame.
+//!
+//! Every random choice comes from the run's seed, and nothing reads a clock:
+//! the same seed gives the same run, event for event ([`SimReport::trace_hash`]).
+
+mod faults;
+mod net;
+mod run;
+
+pub use faults::{Fault, Faults};
+pub use net::{NetCounts, NetParams};
+pub use run::{Builder, Life, SimOptions, SimReport, Violation, run};
+
+/// SplitMix64's finaliser: spreads a seed or id over all 64 bits.
+pub(crate) fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}

@@ -90,7 +90,8 @@ pub use message::{
     Kind, Message, ReplyTo, TraceContext, bounce_reason_str, kind_str,
 };
 pub use node::{
-    AddComponentError, ComponentLimits, Event, Node, NodeConfig, Output, TraceOutcome, TraceRecord,
+    AddComponentError, ComponentLimits, Event, Node, NodeConfig, Output, Sabotage, TraceOutcome,
+    TraceRecord,
 };
 pub use router::{Destination, RouteId, Router};
 pub use time::{NoStopwatch, Stopwatch, Time};

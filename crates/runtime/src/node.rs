@@ -572,6 +572,11 @@ impl Node {
         Ok(())
     }
 
+    /// Requests sent from this node awaiting a reply or bounce.
+    pub fn pending_requests(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Whether nothing is queued for a component (pending requests may remain).
     pub fn is_quiet(&self) -> bool {
         self.queue.is_empty()
@@ -977,6 +982,7 @@ impl Node {
                     let pending = self.pending.remove(&correlation).expect("just looked up");
                     let stats = &mut self.slots[id.index()].stats;
                     stats.responses_received += 1;
+                    stats.replies_received += u64::from(message.header.kind == Kind::Reply);
                     stats.record_response_time(self.now.saturating_since(pending.sent));
                     self.pending_deadlines
                         .remove(&(pending.deadline, correlation));

@@ -154,6 +154,8 @@ pub struct ComponentStats {
     /// Replies and bounces that ended one of its requests (`Expired` included):
     /// `requests_sent = responses_received + its requests still pending`.
     pub responses_received: u64,
+    /// Of `responses_received`, replies (the rest were bounces).
+    pub replies_received: u64,
     /// Bounces this component received for what it sent, by reason (counted in
     /// `accepted` like any message; this says why they came back).
     pub returned: Outcomes,
@@ -173,6 +175,7 @@ impl Default for ComponentStats {
             effects_refused: 0,
             requests_sent: 0,
             responses_received: 0,
+            replies_received: 0,
             returned: Outcomes::default(),
             handler_ns: Histogram::new_with_bounds(1, 60_000_000_000, 2)
                 .expect("static histogram bounds are valid"),

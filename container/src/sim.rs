@@ -1,0 +1,272 @@
+//! `exchange sim`: an app's components on simulated nodes, driven by the
+//! deterministic simulator (`exchange-sim`) with seeded faults.
+//!
+//! Placement: node `n1` runs the app's first component, `n2` the second, and so
+//! on; with `--nodes` larger than the app, the extra nodes run more instances of
+//! its last component (for the example app: more load generators).
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use exchange_runtime::{Node, NodeId};
+use exchange_sim::{Faults, Life, SimOptions, SimReport};
+
+use crate::config::{AppConfig, ComponentConfig};
+use crate::registry::Registry;
+
+/// The component each node runs.
+pub fn placement(app: &AppConfig, nodes: usize) -> Vec<(NodeId, &ComponentConfig)> {
+    (0..nodes.max(1))
+        .map(|i| {
+            let component = app
+                .components
+                .get(i)
+                .or(app.components.last())
+                .expect("a loaded app has components");
+            (NodeId(i as u64 + 1), component)
+        })
+        .collect()
+}
+
+/// Runs one seed.
+pub fn run_seed(
+    app: &AppConfig,
+    registry: &Registry,
+    nodes: usize,
+    options: &SimOptions,
+) -> SimReport {
+    run_seed_with(app, registry, nodes, options, |_| {})
+}
+
+/// Runs one seed with every node's config passed through `tweak` first (tests
+/// use it to switch on a deliberate defect and see a checker catch it).
+pub fn run_seed_with(
+    app: &AppConfig,
+    registry: &Registry,
+    nodes: usize,
+    options: &SimOptions,
+    tweak: impl Fn(&mut exchange_runtime::NodeConfig),
+) -> SimReport {
+    let placed = placement(app, nodes);
+    let ids: Vec<NodeId> = placed.iter().map(|(id, _)| *id).collect();
+    let mut build = |id: NodeId, life: Life| -> Result<Node, String> {
+        let component = placed
+            .iter()
+            .find(|(node, _)| *node == id)
+            .map(|(_, component)| *component)
+            .ok_or_else(|| format!("no component placed on n{}", id.0))?;
+        let mut config = app.node.node_config(life.seed);
+        config.incarnation = life.incarnation;
+        tweak(&mut config);
+        let mut node = Node::new(id, &component.name, config);
+        crate::config::add_components(&mut node, app, std::slice::from_ref(component), registry)?;
+        Ok(node)
+    };
+    exchange_sim::run(&mut build, &ids, options)
+}
+
+/// What to run, from the command line.
+#[derive(Clone, Debug)]
+pub struct SimPlan {
+    /// Seeds, first to last inclusive.
+    pub seeds: (u64, u64),
+    /// Nodes.
+    pub nodes: usize,
+    /// Virtual time with faults on.
+    pub run_for: Duration,
+    /// Faults.
+    pub faults: Faults,
+    /// The config file, if not the example app (for the replay command).
+    pub config: Option<std::path::PathBuf>,
+}
+
+impl SimPlan {
+    /// The command that runs `seed` again, exactly.
+    pub fn replay_command(&self, seed: u64) -> String {
+        let mut command = format!(
+            "exchange sim --seed {seed} --nodes {} --for {} --faults {}",
+            self.nodes,
+            humantime::format_duration(self.run_for),
+            self.faults
+        );
+        if let Some(config) = &self.config {
+            let _ = write!(command, " --config {}", config.display());
+        }
+        command
+    }
+}
+
+/// One run's line for the report file.
+#[derive(Debug, serde::Serialize)]
+pub struct RunRecord {
+    /// The seed.
+    pub seed: u64,
+    /// Whether every check passed.
+    pub passed: bool,
+    /// The first broken check: which, when (virtual seconds), what.
+    pub violation: Option<(String, f64, String)>,
+    /// The hash of the full event trace, hex.
+    pub trace_hash: String,
+    /// Virtual seconds covered.
+    pub virtual_s: f64,
+    /// Wall seconds taken.
+    pub wall_s: f64,
+    /// Scheduler steps.
+    pub steps: u64,
+    /// Messages handled, bounced, dropped (all lives of all nodes), and lost
+    /// with crashed nodes.
+    pub handled: u64,
+    /// See `handled`.
+    pub bounced: u64,
+    /// See `handled`.
+    pub dropped: u64,
+    /// See `handled`.
+    pub lost_in_crash: u64,
+    /// Crashes and partitions injected.
+    pub crashes: u64,
+    /// See `crashes`.
+    pub partitions: u64,
+    /// Frames: sent, duplicated, delivered, lost, cut, to a down node, refused.
+    pub frames: serde_json::Value,
+    /// The command that replays this run.
+    pub replay: String,
+}
+
+impl RunRecord {
+    /// The record of `report`, which took `wall` to run.
+    pub fn new(plan: &SimPlan, report: &SimReport, wall: Duration) -> RunRecord {
+        let net = &report.net;
+        RunRecord {
+            seed: report.seed,
+            passed: report.passed(),
+            violation: report
+                .violations
+                .first()
+                .map(|v| (v.check.to_owned(), v.at.as_secs_f64(), v.detail.clone())),
+            trace_hash: format!("{:016x}", report.trace_hash),
+            virtual_s: report.virtual_time.as_secs_f64(),
+            wall_s: wall.as_secs_f64(),
+            steps: report.steps,
+            handled: report.handled,
+            bounced: report.bounced,
+            dropped: report.dropped,
+            lost_in_crash: report.lost_in_crash,
+            crashes: report.crashes,
+            partitions: report.partitions,
+            frames: serde_json::json!({
+                "sent": net.sent, "duplicated": net.duplicated, "delivered": net.delivered,
+                "lost": net.lost, "cut": net.cut, "to_down": net.to_down,
+                "refused_full": net.refused_full, "refused_down": net.refused_down,
+            }),
+            replay: plan.replay_command(report.seed),
+        }
+    }
+}
+
+/// One line about a run.
+pub fn summary(report: &SimReport, wall: Duration) -> String {
+    let net = &report.net;
+    let verdict = match report.violations.first() {
+        None => "passed".to_owned(),
+        Some(v) => format!(
+            "FAILED at {:.3} s virtual, {}: {}",
+            v.at.as_secs_f64(),
+            v.check,
+            v.detail
+        ),
+    };
+    format!(
+        "seed {}: {verdict}\n  {:.1} s virtual in {:.2} s wall, {} nodes, faults {}; {} handled, {} bounced, {} dropped, {} lost with crashed nodes; frames {} sent, {} delivered, {} lost, {} cut, {} duplicated, {} to a down node, {} refused; {} crashes, {} partitions; trace {:016x}",
+        report.seed,
+        report.virtual_time.as_secs_f64(),
+        wall.as_secs_f64(),
+        report.nodes,
+        report.faults,
+        report.handled,
+        report.bounced,
+        report.dropped,
+        report.lost_in_crash,
+        net.sent,
+        net.delivered,
+        net.lost,
+        net.cut,
+        net.duplicated,
+        net.to_down,
+        net.refused_full + net.refused_down,
+        report.crashes,
+        report.partitions,
+        report.trace_hash,
+    )
+}
+
+/// Runs every seed of `plan`; prints a summary per seed (one seed) or the
+/// failures and a total (a range); returns the records and whether all passed.
+pub fn run_plan(app: &AppConfig, registry: &Registry, plan: &SimPlan) -> (Vec<RunRecord>, bool) {
+    let (first, last) = plan.seeds;
+    let mut records = Vec::new();
+    let mut failed = Vec::new();
+    for seed in first..=last {
+        let options = SimOptions::new(seed, plan.run_for, plan.faults);
+        let started = Instant::now();
+        let report = run_seed(app, registry, plan.nodes, &options);
+        let wall = started.elapsed();
+        if first == last || !report.passed() {
+            println!("{}", summary(&report, wall));
+        }
+        if !report.passed() {
+            println!("  replay: {}", plan.replay_command(seed));
+            failed.push(seed);
+        }
+        records.push(RunRecord::new(plan, &report, wall));
+    }
+    if first != last {
+        let failed_list: Vec<String> = failed.iter().map(u64::to_string).collect();
+        println!(
+            "{} seeds ({first}..{last}): {} passed, {} failed{}",
+            last - first + 1,
+            records.len() - failed.len(),
+            failed.len(),
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", failed_list.join(", "))
+            }
+        );
+    }
+    (records, failed.is_empty())
+}
+
+/// Parses `A..B` (inclusive) or a single seed.
+pub fn parse_seeds(text: &str) -> Result<(u64, u64), String> {
+    let parse = |part: &str| {
+        part.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("{part:?} is not a seed (a whole number)"))
+    };
+    match text.split_once("..") {
+        Some((a, b)) => {
+            let (a, b) = (parse(a)?, parse(b.trim_start_matches('='))?);
+            if a > b {
+                return Err(format!(
+                    "the range {a}..{b} is empty: the first seed is after the last"
+                ));
+            }
+            Ok((a, b))
+        }
+        None => parse(text).map(|seed| (seed, seed)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_ranges_parse_and_refuse_nonsense() {
+        assert_eq!(parse_seeds("3..7"), Ok((3, 7)));
+        assert_eq!(parse_seeds("3..=7"), Ok((3, 7)));
+        assert_eq!(parse_seeds("5"), Ok((5, 5)));
+        assert!(parse_seeds("7..3").unwrap_err().contains("empty"));
+        assert!(parse_seeds("x..3").unwrap_err().contains("\"x\""));
+    }
+}
