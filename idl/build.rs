@@ -6,6 +6,7 @@ use std::path::PathBuf;
 const PROTOS: &[&str] = &[
     "exchange/v1/envelope.proto",
     "exchange/v1/control.proto",
+    "exchange/v1/record.proto",
     "app/kv/v1/kv.proto",
     "app/feed/v1/feed.proto",
 ];

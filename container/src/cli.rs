@@ -59,6 +59,11 @@ struct SimArgs {
     /// Also write every run as JSON (with its trace hash) to this file.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Instead of simulating, feed a recording (`exchange dev --record`) to
+    /// fresh nodes of the same app, input by input, and check that every node
+    /// emits what it emitted when recorded.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["seed", "seeds", "nodes", "faults"])]
+    replay: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +115,9 @@ struct DevArgs {
     /// Do not print the live status line.
     #[arg(long)]
     no_status: bool,
+    /// Record every input each node takes to this file, for `exchange sim --replay`.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
 }
 
 fn parse_probability(text: &str) -> Result<f64, String> {
@@ -150,6 +158,9 @@ fn run_sim(args: SimArgs, registry: &Registry) -> i32 {
             return 2;
         }
     };
+    if let Some(path) = &args.replay {
+        return crate::sim::replay(&app, registry, path);
+    }
     let seeds = args.seeds.unwrap_or_else(|| {
         let seed = args.seed.unwrap_or(app.seed);
         (seed, seed)
@@ -245,6 +256,7 @@ fn run_dev(args: DevArgs, registry: &Registry) -> i32 {
         drain_max: args.drain,
         link,
         status: !args.no_status,
+        record: args.record.clone(),
     };
     // The first Ctrl-C stops cleanly (drain, report); a second one exits now.
     let stop = match stop_flag() {

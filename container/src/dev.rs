@@ -26,6 +26,44 @@ pub struct DevOptions {
     pub link: LinkModel,
     /// Print the live status line.
     pub status: bool,
+    /// Record every input each node takes to this file (`exchange sim --replay`).
+    pub record: Option<std::path::PathBuf>,
+}
+
+/// Appends a network's recording to a file as the run goes.
+struct RecordFile {
+    path: std::path::PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+}
+
+impl RecordFile {
+    fn create(path: &std::path::Path) -> Result<RecordFile, String> {
+        let file = std::fs::File::create(path)
+            .map_err(|error| format!("cannot create the recording {}: {error}", path.display()))?;
+        Ok(RecordFile {
+            path: path.to_owned(),
+            file: std::io::BufWriter::new(file),
+        })
+    }
+
+    fn append(&mut self, net: &mut MemNetwork) -> Result<(), String> {
+        self.file.write_all(&net.take_recording()).map_err(|error| {
+            format!(
+                "cannot write the recording {}: {error}",
+                self.path.display()
+            )
+        })
+    }
+
+    fn finish(mut self, net: &mut MemNetwork) -> Result<(), String> {
+        self.append(net)?;
+        self.file.flush().map_err(|error| {
+            format!(
+                "cannot write the recording {}: {error}",
+                self.path.display()
+            )
+        })
+    }
 }
 
 /// Builds one node per component, in config order (`n1`, `n2`, …).
@@ -58,6 +96,13 @@ pub fn run(
     let mut traces = TraceLog::new(256, 256);
     let mut status = StatusLine::new(options.status, clock.now());
 
+    let mut record = match &options.record {
+        Some(path) => {
+            net.record(app.seed);
+            Some(RecordFile::create(path)?)
+        }
+        None => None,
+    };
     let started = clock.now();
     let end = options.run_for.map(|d| started + d);
     net.start(started);
@@ -67,6 +112,9 @@ pub fn run(
             break;
         }
         net.step(now, &mut stopwatch);
+        if let Some(record) = record.as_mut() {
+            record.append(&mut net)?;
+        }
         collect_events(&mut net, &mut traces);
         status.maybe_print(now, &net);
         let wake = [net.poll_timeout(), end, Some(status.next)]
@@ -88,6 +136,9 @@ pub fn run(
         sleep_until(&clock, net.poll_timeout().map(|t| t.min(drain_end)));
     }
     let in_flight_at_stop = net.shutdown(clock.now());
+    if let Some(record) = record {
+        record.finish(&mut net)?;
+    }
     status.finish();
 
     let trace = render_trace(&net, &traces, registry);

@@ -25,6 +25,10 @@ pub mod exchange {
         pub mod control {
             include!(concat!(env!("OUT_DIR"), "/exchange.v1.control.rs"));
         }
+        /// Recordings of every input each node took (`exchange dev --record`).
+        pub mod record {
+            include!(concat!(env!("OUT_DIR"), "/exchange.v1.record.rs"));
+        }
     }
 }
 

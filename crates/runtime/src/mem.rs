@@ -10,8 +10,13 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::time::Duration;
 
+use std::hash::Hasher;
+
+use exchange_idl::exchange::v1::record::{self as rec, record::Kind as Input};
+use prost::Message as _;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rustc_hash::FxHasher;
 
 use crate::ids::NodeId;
 use crate::node::{Event, Node, Output};
@@ -67,6 +72,32 @@ struct InFlight {
     payload: bytes::Bytes,
 }
 
+/// Splits a recording ([`MemNetwork::record`]) into its `begin` and its
+/// records; says which record, at which byte, is broken.
+pub fn parse_recording(mut bytes: &[u8]) -> Result<(rec::Begin, Vec<rec::Record>), String> {
+    let total = bytes.len();
+    let mut records = Vec::new();
+    while !bytes.is_empty() {
+        let at = total - bytes.len();
+        let record = rec::Record::decode_length_delimited(&mut bytes).map_err(|error| {
+            format!(
+                "record {} at byte {at} is not an exchange.v1.record.Record: {error}",
+                records.len() + 1
+            )
+        })?;
+        records.push(record);
+    }
+    let mut records = records.into_iter();
+    match records.next().and_then(|first| first.kind) {
+        Some(Input::Begin(begin)) if begin.version == 1 => Ok((begin, records.collect())),
+        Some(Input::Begin(begin)) => Err(format!(
+            "recording format version {}; this exchange reads version 1",
+            begin.version
+        )),
+        _ => Err("not a recording: it does not start with a `begin` record".into()),
+    }
+}
+
 /// Nodes and the frames between them.
 #[derive(Debug)]
 pub struct MemNetwork {
@@ -78,6 +109,42 @@ pub struct MemNetwork {
     seq: u64,
     stats: NetStats,
     events: VecDeque<(NodeId, Event)>,
+    /// Every input each node takes, encoded, while recording (see
+    /// [`MemNetwork::record`]).
+    recording: Option<Vec<u8>>,
+    /// While replaying: whether the routes were set up yet.
+    routed: bool,
+}
+
+/// What a node emitted in one drain: how many outputs, and a hash of them that
+/// does not depend on their order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Digest {
+    outputs: u32,
+    sum: u64,
+}
+
+impl Digest {
+    fn add(&mut self, output: &Output) {
+        let mut hasher = FxHasher::default();
+        match output {
+            Output::Transmit(transmit) => {
+                hasher.write_u64(transmit.to.0);
+                hasher.write(&transmit.header);
+                hasher.write(&transmit.payload);
+            }
+            Output::Event(Event::Interest { name, subscribed }) => {
+                hasher.write(name.as_bytes());
+                hasher.write_u8(u8::from(*subscribed));
+            }
+            Output::Event(Event::Restarted { component, .. } | Event::Failed { component }) => {
+                hasher.write_u32(component.0);
+            }
+            Output::Event(Event::Traced(_)) => {}
+        }
+        self.outputs += 1;
+        self.sum = self.sum.wrapping_add(hasher.finish());
+    }
 }
 
 impl MemNetwork {
@@ -92,18 +159,60 @@ impl MemNetwork {
             seq: 0,
             stats: NetStats::default(),
             events: VecDeque::new(),
+            recording: None,
+            routed: false,
         }
     }
 
-    /// Adds a node (before [`MemNetwork::start`]).
-    pub fn add_node(&mut self, node: Node) {
-        self.index.insert(node.id(), self.nodes.len());
-        self.nodes.push(node);
+    /// Records every input each node takes from now on (call before
+    /// [`MemNetwork::start`]); [`MemNetwork::take_recording`] hands out the bytes.
+    pub fn record(&mut self, seed: u64) {
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|node| node.name().to_owned())
+            .collect();
+        let mut buf = Vec::new();
+        let begin = rec::Record {
+            node: 0,
+            at_us: 0,
+            kind: Some(Input::Begin(rec::Begin {
+                version: 1,
+                seed,
+                nodes,
+            })),
+        };
+        begin
+            .encode_length_delimited(&mut buf)
+            .expect("a Vec grows as needed");
+        self.recording = Some(buf);
     }
 
-    /// Tells every node which names the others handle, then starts them all.
-    /// (Discovery will do the telling in production; here the network knows all.)
-    pub fn start(&mut self, now: Time) {
+    /// The recording so far (length-delimited `exchange.v1.record.Record`s),
+    /// leaving the buffer empty: a driver appends it to its file now and then.
+    pub fn take_recording(&mut self) -> Vec<u8> {
+        self.recording
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    fn note(&mut self, node: NodeId, at: Time, input: impl FnOnce() -> Input) {
+        if let Some(buf) = self.recording.as_mut() {
+            let record = rec::Record {
+                node: node.0,
+                at_us: at.as_micros(),
+                kind: Some(input()),
+            };
+            record
+                .encode_length_delimited(buf)
+                .expect("a Vec grows as needed");
+        }
+    }
+
+    /// Tells every node which names the others handle (discovery will do the
+    /// telling in production; here the network knows all).
+    fn route_all(&mut self) {
         let advertised: Vec<(NodeId, Vec<crate::Name>)> = self
             .nodes
             .iter()
@@ -118,7 +227,95 @@ impl MemNetwork {
                 }
             }
         }
+    }
+
+    /// Feeds one recorded input to its node, as [`MemNetwork::record`] wrote it;
+    /// a `drained` record is checked against what the node emitted this time.
+    /// Nothing is carried between nodes: every frame a node took is itself an
+    /// input in the recording. Fails on a record that does not fit these nodes,
+    /// or when a node emitted something else than when recorded.
+    pub fn replay(&mut self, record: rec::Record) -> Result<(), String> {
+        let node = NodeId(record.node);
+        let at = Time::from_micros(record.at_us);
+        let input = record.kind.ok_or("a record with no input")?;
+        if let Input::Begin(_) = input {
+            return Err("a second `begin` record".into());
+        }
+        let index = *self
+            .index
+            .get(&node)
+            .ok_or_else(|| format!("a record for {node}, which is not one of the nodes"))?;
+        let target = &mut self.nodes[index];
+        match input {
+            Input::Begin(_) => {}
+            Input::Start(_) => {
+                if !self.routed {
+                    self.routed = true;
+                    self.route_all();
+                }
+                self.nodes[index].start(at);
+            }
+            Input::Frame(frame) => {
+                target.handle_frame(at, NodeId(frame.from), &frame.header, frame.payload.into());
+            }
+            Input::Timeout(_) => target.handle_timeout(at),
+            Input::Run(_) => {
+                target.run(at, &mut crate::NoStopwatch);
+            }
+            Input::TransmitFailed(failed) => {
+                let transmit = Transmit {
+                    to: NodeId(failed.to),
+                    header: failed.header.into(),
+                    payload: failed.payload.into(),
+                };
+                let error = if failed.would_block {
+                    TransmitError::WouldBlock
+                } else {
+                    TransmitError::Unreachable
+                };
+                target.handle_transmit_error(at, transmit, error);
+            }
+            Input::Interest(interest) => {
+                crate::ids::validate_name(&interest.name)
+                    .map_err(|error| format!("interest in {:?}: {error}", interest.name))?;
+                target.router_mut().set_remote_subscriber(
+                    &interest.name,
+                    NodeId(interest.from),
+                    interest.subscribed,
+                );
+            }
+            Input::Quiesce(_) => target.quiesce(at),
+            Input::Shutdown(_) => {
+                target.shutdown(at);
+                while target.poll_output().is_some() {}
+            }
+            Input::Drained(recorded) => {
+                let mut digest = Digest::default();
+                while let Some(output) = target.poll_output() {
+                    digest.add(&output);
+                }
+                if (digest.outputs, digest.sum) != (recorded.outputs, recorded.digest) {
+                    return Err(format!(
+                        "{node} emitted {} outputs (digest {:016x}) at {at}; when recorded, {} (digest {:016x})",
+                        digest.outputs, digest.sum, recorded.outputs, recorded.digest
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds a node (before [`MemNetwork::start`]).
+    pub fn add_node(&mut self, node: Node) {
+        self.index.insert(node.id(), self.nodes.len());
+        self.nodes.push(node);
+    }
+
+    /// Tells every node which names the others handle, then starts them all.
+    pub fn start(&mut self, now: Time) {
+        self.route_all();
         for index in 0..self.nodes.len() {
+            self.note(self.nodes[index].id(), now, || Input::Start(rec::Empty {}));
             self.nodes[index].start(now);
             self.drain_outputs(now, index);
         }
@@ -152,16 +349,28 @@ impl MemNetwork {
         while self.in_flight.peek().is_some_and(|Reverse(f)| f.at <= now) {
             let Reverse(frame) = self.in_flight.pop().expect("peeked");
             let index = self.index[&frame.to];
+            self.note(frame.to, now, || {
+                Input::Frame(rec::Frame {
+                    from: frame.from.0,
+                    header: frame.header.to_vec(),
+                    payload: frame.payload.to_vec(),
+                })
+            });
             self.nodes[index].handle_frame(now, frame.from, &frame.header, frame.payload);
             self.stats.delivered += 1;
             work += 1;
         }
         for index in 0..self.nodes.len() {
-            let node = &mut self.nodes[index];
-            if node.poll_timeout().is_some_and(|t| t <= now) {
-                node.handle_timeout(now);
+            let id = self.nodes[index].id();
+            if self.nodes[index].poll_timeout().is_some_and(|t| t <= now) {
+                self.note(id, now, || Input::Timeout(rec::Empty {}));
+                self.nodes[index].handle_timeout(now);
             }
-            work += node.run(now, stopwatch);
+            // A turn with nothing queued changes nothing: not worth a record.
+            if !self.nodes[index].is_quiet() {
+                self.note(id, now, || Input::Run(rec::Empty {}));
+            }
+            work += self.nodes[index].run(now, stopwatch);
             self.drain_outputs(now, index);
         }
         work
@@ -169,22 +378,54 @@ impl MemNetwork {
 
     fn drain_outputs(&mut self, now: Time, index: usize) {
         let from = self.nodes[index].id();
+        let mut digest = Digest::default();
         while let Some(output) = self.nodes[index].poll_output() {
+            if self.recording.is_some() {
+                digest.add(&output);
+            }
             match output {
                 Output::Transmit(transmit) => {
                     if let Err((transmit, error)) = self.carry(now, from, transmit) {
                         self.stats.refused += 1;
+                        self.note(from, now, || {
+                            Input::TransmitFailed(rec::TransmitFailed {
+                                to: transmit.to.0,
+                                header: transmit.header.to_vec(),
+                                payload: transmit.payload.to_vec(),
+                                would_block: error == TransmitError::WouldBlock,
+                            })
+                        });
                         self.nodes[index].handle_transmit_error(now, transmit, error);
                     }
                 }
                 Output::Event(Event::Interest { name, subscribed }) => {
-                    for node in self.nodes.iter_mut().filter(|node| node.id() != from) {
-                        node.router_mut()
+                    for other in 0..self.nodes.len() {
+                        let to = self.nodes[other].id();
+                        if to == from {
+                            continue;
+                        }
+                        self.note(to, now, || {
+                            Input::Interest(rec::Interest {
+                                from: from.0,
+                                name: name.to_string(),
+                                subscribed,
+                            })
+                        });
+                        self.nodes[other]
+                            .router_mut()
                             .set_remote_subscriber(&name, from, subscribed);
                     }
                 }
                 Output::Event(event) => self.events.push_back((from, event)),
             }
+        }
+        if digest.outputs > 0 {
+            self.note(from, now, || {
+                Input::Drained(rec::Drained {
+                    outputs: digest.outputs,
+                    digest: digest.sum,
+                })
+            });
         }
     }
 
@@ -248,8 +489,11 @@ impl MemNetwork {
 
     /// Cancels every timer on every node (see [`Node::quiesce`]).
     pub fn quiesce(&mut self, now: Time) {
-        for node in &mut self.nodes {
-            node.quiesce(now);
+        for index in 0..self.nodes.len() {
+            self.note(self.nodes[index].id(), now, || {
+                Input::Quiesce(rec::Empty {})
+            });
+            self.nodes[index].quiesce(now);
         }
     }
 
@@ -260,6 +504,9 @@ impl MemNetwork {
         let mut undelivered = self.in_flight.len();
         self.in_flight.clear();
         for index in 0..self.nodes.len() {
+            self.note(self.nodes[index].id(), now, || {
+                Input::Shutdown(rec::Empty {})
+            });
             self.nodes[index].shutdown(now);
             while let Some(output) = self.nodes[index].poll_output() {
                 undelivered += usize::from(matches!(output, Output::Transmit(_)));

@@ -1,0 +1,180 @@
+//! `exchange sim` as a user runs it: one seed with its summary and the command
+//! that replays it, a range, the JSON report, bad flags; and `exchange dev
+//! --record` then `exchange sim --replay`: the same run again, input by input,
+//! and a clear verdict when it does not match.
+
+use std::process::{Command, Output, Stdio};
+
+fn exchange() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_exchange"));
+    command.env_remove("EXCHANGE_LOG").stdin(Stdio::null());
+    command
+}
+
+fn run(args: &[&str]) -> Output {
+    exchange().args(args).output().expect("exchange runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn light_config() -> String {
+    format!("{}/../ops/sim/social.toml", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn one_seed_prints_a_summary_and_a_range_reports_every_run() {
+    let config = light_config();
+    let out = run(&["sim", "--config", &config, "--seed", "4", "--for", "2s"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.starts_with("seed 4: passed"), "{stdout}");
+    assert!(
+        stdout.contains("3 nodes, faults all") && stdout.contains("trace "),
+        "{stdout}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("runs.json");
+    let out = run(&[
+        "sim",
+        "--config",
+        &config,
+        "--seeds",
+        "1..3",
+        "--for",
+        "1s",
+        "--nodes",
+        "4",
+        "--faults",
+        "crash,partition",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("3 seeds (1..3): 3 passed, 0 failed"),
+        "{stdout}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3);
+    for (seed, run) in (1..=3).zip(runs) {
+        assert_eq!(run["seed"], seed);
+        assert_eq!(run["passed"], true);
+        assert_eq!(run["trace_hash"].as_str().unwrap().len(), 16);
+        assert!(run["handled"].as_u64().unwrap() > 0);
+        assert!(
+            run["replay"].as_str().unwrap().starts_with(&format!(
+                "exchange sim --seed {seed} --nodes 4 --for 1s --faults partition,crash"
+            )),
+            "{run}"
+        );
+    }
+}
+
+#[test]
+fn bad_flags_say_what_is_wrong() {
+    let out = run(&["sim", "--faults", "loss,meteor"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("unknown fault \"meteor\""), "{stderr}");
+    let out = run(&["sim", "--seeds", "9..2"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("is empty"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["sim", "--seed", "1", "--seeds", "1..2"]);
+    assert_eq!(out.status.code(), Some(2), "--seed and --seeds conflict");
+}
+
+#[test]
+fn a_recorded_dev_run_replays_exactly_and_a_different_app_is_told_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let recording = dir.path().join("run.xrec");
+    let recording = recording.to_str().unwrap();
+    let out = run(&[
+        "dev",
+        "--for",
+        "1s",
+        "--no-status",
+        "--loss",
+        "0.02",
+        "--jitter",
+        "1ms",
+        "--record",
+        recording,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = run(&["sim", "--replay", recording]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("every node emitted what it emitted when recorded"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("loadgen") && stdout.contains("store"),
+        "{stdout}"
+    );
+
+    // The same components with other settings behave otherwise: found out.
+    let other = dir.path().join("other.toml");
+    let example = std::fs::read_to_string(format!(
+        "{}/../components/social.toml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    std::fs::write(
+        &other,
+        example.replace("timeline_len_max = 50", "timeline_len_max = 1"),
+    )
+    .unwrap();
+    let out = run(&[
+        "sim",
+        "--replay",
+        recording,
+        "--config",
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("replay diverged at record"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Other components: refused before replaying anything.
+    let echo = dir.path().join("echo.toml");
+    std::fs::write(&echo, "[[component]]\nname = \"echo\"\n").unwrap();
+    let out = run(&[
+        "sim",
+        "--replay",
+        recording,
+        "--config",
+        echo.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("recorded with the components [\"store\", \"feed\", \"loadgen\"]"),
+        "{stderr}"
+    );
+
+    // Not a recording at all.
+    let junk = dir.path().join("junk");
+    std::fs::write(&junk, b"\xff\xff\xff\xff\xff").unwrap();
+    let out = run(&["sim", "--replay", junk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("record 1 at byte 0"),
+        "{}",
+        text(&out.stderr)
+    );
+}
