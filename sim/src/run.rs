@@ -136,6 +136,8 @@ struct Member {
     /// Local clock minus virtual time, in µs.
     skew: i64,
     delivered: u64,
+    /// A frame was delivered to it in the current step.
+    touched: bool,
     retired: Retired,
     /// The names its components handle, as its first life advertised them
     /// (routes to it do not depend on whether it is up, as with static peers).
@@ -168,6 +170,7 @@ struct Sim<'b, 'a> {
     build: &'b mut Builder<'a>,
     options: SimOptions,
     members: Vec<Member>,
+    by_id: rustc_hash::FxHashMap<u64, usize>,
     net: Network,
     rng: ChaCha8Rng,
     seeds: ChaCha8Rng,
@@ -193,6 +196,7 @@ pub fn run(build: &mut Builder<'_>, ids: &[NodeId], options: &SimOptions) -> Sim
         build,
         options: options.clone(),
         members: Vec::new(),
+        by_id: ids.iter().enumerate().map(|(i, id)| (id.0, i)).collect(),
         net: Network::new(net_seed, NetParams::calm()),
         rng,
         seeds,
@@ -272,6 +276,7 @@ impl Sim<'_, '_> {
                 life: 0,
                 skew,
                 delivered: 0,
+                touched: false,
                 retired: Retired::default(),
             });
         }
@@ -634,7 +639,7 @@ impl Sim<'_, '_> {
     }
 
     fn index(&self, id: NodeId) -> Option<usize> {
-        self.members.iter().position(|m| m.id == id)
+        self.by_id.get(&id.0).copied()
     }
 
     // ---- the scheduler ----
@@ -667,13 +672,20 @@ impl Sim<'_, '_> {
                 return;
             }
         }
-        // Every live node: timers and deadlines due, then one turn of handlers.
+        // Every live node with something due (a frame just delivered, work
+        // queued, a timer or deadline): timers and deadlines, then one turn of
+        // handlers. The others have nothing to do and did not change.
         for index in 0..self.members.len() {
             let local = self.members[index].local(now);
+            let touched = std::mem::take(&mut self.members[index].touched);
             let Some(node) = self.members[index].node.as_mut() else {
                 continue;
             };
-            if node.poll_timeout().is_some_and(|t| t <= local) {
+            let due = node.poll_timeout().is_some_and(|t| t <= local);
+            if !due && !touched {
+                continue;
+            }
+            if due {
                 node.handle_timeout(local);
             }
             node.run(local, &mut NoStopwatch);
@@ -763,6 +775,7 @@ impl Sim<'_, '_> {
         self.net.counts.delivered += 1;
         let member = &mut self.members[index];
         member.delivered += 1;
+        member.touched = true;
         if let Some(node) = member.node.as_mut() {
             node.handle_frame(local, frame.from, &frame.header, frame.payload);
         }
