@@ -51,6 +51,9 @@ pub struct Feed {
     next_post_id: u64,
     followers: BTreeMap<String, BTreeSet<String>>,
     timelines: BTreeMap<String, VecDeque<u64>>,
+    /// Posts the store confirmed, by id, with how many timelines show each
+    /// (an id leaves when no timeline shows it any more).
+    stored: BTreeMap<u64, u32>,
     waiting: BTreeMap<CorrelationId, Waiting>,
 }
 
@@ -62,6 +65,7 @@ impl Feed {
             next_post_id: 0,
             followers: BTreeMap::new(),
             timelines: BTreeMap::new(),
+            stored: BTreeMap::new(),
             waiting: BTreeMap::new(),
         }
     }
@@ -139,7 +143,18 @@ impl Feed {
         for reader in readers {
             let timeline = self.timelines.entry(reader.clone()).or_default();
             timeline.push_front(post.post_id);
-            timeline.truncate(self.settings.timeline_len_max);
+            *self.stored.entry(post.post_id).or_default() += 1;
+            while timeline.len() > self.settings.timeline_len_max {
+                let Some(old) = timeline.pop_back() else {
+                    break;
+                };
+                if let Some(shown) = self.stored.get_mut(&old) {
+                    *shown -= 1;
+                    if *shown == 0 {
+                        self.stored.remove(&old);
+                    }
+                }
+            }
             let value = Timeline {
                 user: reader.clone(),
                 post_ids: timeline.iter().copied().collect(),
@@ -199,6 +214,39 @@ impl Component for Feed {
         &["feed.post", "feed.follow", "feed.timeline"]
     }
 
+    /// A timeline never shows a post the store did not confirm, nor one post
+    /// twice, nor more than `timeline_len_max` posts.
+    fn invariants(&self) -> Result<(), String> {
+        let mut shown = 0;
+        for (user, timeline) in &self.timelines {
+            if timeline.len() > self.settings.timeline_len_max {
+                return Err(format!(
+                    "{user}'s timeline shows {} posts, over timeline_len_max",
+                    timeline.len()
+                ));
+            }
+            let mut seen = BTreeSet::new();
+            for id in timeline {
+                if !self.stored.contains_key(id) {
+                    return Err(format!(
+                        "{user}'s timeline shows post {id}, which the store never confirmed"
+                    ));
+                }
+                if !seen.insert(id) {
+                    return Err(format!("{user}'s timeline shows post {id} twice"));
+                }
+            }
+            shown += timeline.len() as u64;
+        }
+        let counted: u64 = self.stored.values().map(|n| u64::from(*n)).sum();
+        if counted != shown {
+            return Err(format!(
+                "timelines show {shown} posts, the stored posts' counts say {counted}"
+            ));
+        }
+        Ok(())
+    }
+
     fn handle(&mut self, ctx: &mut Ctx<'_>, message: &Message) -> HandlerResult {
         match (message.kind(), message.name()) {
             (Kind::Reply | Kind::Bounce, _) => self.settle(ctx, message),
@@ -216,5 +264,25 @@ impl Component for Feed {
                 "feed does not handle {name} as {kind:?}"
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_invariant_catches_a_timeline_showing_an_unconfirmed_post() {
+        let mut feed = Feed::new(FeedSettings::default());
+        assert_eq!(feed.invariants(), Ok(()));
+        feed.stored.insert(1, 1);
+        feed.timelines.insert("u1".into(), VecDeque::from([1]));
+        assert_eq!(feed.invariants(), Ok(()));
+        feed.timelines.get_mut("u1").unwrap().push_front(2);
+        let broken = feed.invariants().unwrap_err();
+        assert!(
+            broken.contains("post 2, which the store never confirmed"),
+            "{broken}"
+        );
     }
 }

@@ -31,7 +31,7 @@ fn one_seed_prints_a_summary_and_a_range_reports_every_run() {
     assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
     assert!(stdout.starts_with("seed 4: passed"), "{stdout}");
     assert!(
-        stdout.contains("3 nodes, faults all") && stdout.contains("trace "),
+        stdout.contains("4 nodes, faults all") && stdout.contains("trace "),
         "{stdout}"
     );
 

@@ -22,6 +22,10 @@ const EPOCH: Time = Time::from_micros(1_000_000_000);
 /// and reordering delay (a few hundred ms at most, see `NetParams`).
 const DELIVERED_WINDOW: Duration = Duration::from_secs(2);
 
+/// How often the components' own invariants are checked, in virtual time
+/// (they may walk a component's whole state; the node's audit runs every step).
+const INVARIANTS_EVERY: Duration = Duration::from_millis(100);
+
 /// Most steps at one instant before time moves on by a microsecond (a node
 /// that keeps itself busy, such as a zero-delay timer loop, must not stop time).
 const STEPS_PER_INSTANT_MAX: u32 = 64;
@@ -183,6 +187,7 @@ struct Sim<'b, 'a> {
     delivered: [FxHashSet<(u64, u64, u64, u64)>; 2],
     delivered_since: Time,
     same_instant: u32,
+    invariants_due: Time,
     report: SimReport,
 }
 
@@ -207,6 +212,7 @@ pub fn run(build: &mut Builder<'_>, ids: &[NodeId], options: &SimOptions) -> Sim
         delivered: [FxHashSet::default(), FxHashSet::default()],
         delivered_since: EPOCH,
         same_instant: 0,
+        invariants_due: EPOCH,
         report: SimReport {
             seed: options.seed,
             faults: options.faults,
@@ -230,10 +236,16 @@ pub fn run(build: &mut Builder<'_>, ids: &[NodeId], options: &SimOptions) -> Sim
         return sim.finish();
     }
     sim.safety();
-    if sim.report.violations.is_empty() {
+    if !sim.failed() {
+        sim.check_invariants();
+    }
+    if !sim.failed() {
         sim.liveness();
     }
-    if sim.report.violations.is_empty() {
+    if !sim.failed() {
+        sim.check_invariants();
+    }
+    if !sim.failed() {
         sim.final_checks();
     }
     sim.finish()
@@ -638,6 +650,19 @@ impl Sim<'_, '_> {
         }
     }
 
+    /// The components' own invariants, on every live node.
+    fn check_invariants(&mut self) {
+        for index in 0..self.members.len() {
+            if let Some(node) = self.members[index].node.as_ref()
+                && let Err(detail) = node.check_invariants()
+            {
+                let detail = format!("n{}: {detail}", self.members[index].id.0);
+                self.violate("component invariant", detail);
+                return;
+            }
+        }
+    }
+
     fn index(&self, id: NodeId) -> Option<usize> {
         self.by_id.get(&id.0).copied()
     }
@@ -657,6 +682,13 @@ impl Sim<'_, '_> {
     fn work(&mut self) {
         self.report.steps += 1;
         let now = self.now;
+        if now >= self.invariants_due {
+            self.invariants_due = now + INVARIANTS_EVERY;
+            self.check_invariants();
+            if self.failed() {
+                return;
+            }
+        }
         // Faults due now.
         while let Some((&(at, seq), _)) = self.schedule.first_key_value() {
             if at > now {
