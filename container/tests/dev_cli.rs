@@ -2,25 +2,14 @@
 //! report's accounting, the modelled network, Ctrl-C, and clear errors for bad
 //! config and flags.
 
+mod cli;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cli::{exchange, run, text};
 use serde_json::Value;
-
-fn exchange() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_exchange"));
-    command.env_remove("EXCHANGE_LOG").stdin(Stdio::null());
-    command
-}
-
-fn run(args: &[&str]) -> Output {
-    exchange().args(args).output().expect("exchange runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// Every component handled something and its counters balance.
 fn assert_report_balances(path: &Path) -> Value {

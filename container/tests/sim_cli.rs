@@ -3,21 +3,10 @@
 //! --record` then `exchange sim --replay`: the same run again, input by input,
 //! and a clear verdict when it does not match.
 
-use std::process::{Command, Output, Stdio};
+mod cli;
 
-fn exchange() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_exchange"));
-    command.env_remove("EXCHANGE_LOG").stdin(Stdio::null());
-    command
-}
-
-fn run(args: &[&str]) -> Output {
-    exchange().args(args).output().expect("exchange runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use cli::run;
+use cli::text;
 
 fn light_config() -> String {
     format!("{}/../ops/sim/social.toml", env!("CARGO_MANIFEST_DIR"))
