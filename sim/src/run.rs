@@ -1,7 +1,8 @@
 //! One simulated run: the nodes, the network, the fault schedule, virtual time
 //! and the checkers.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::hash::Hasher;
 use std::time::Duration;
 
@@ -142,6 +143,8 @@ struct Member {
     delivered: u64,
     /// A frame was delivered to it in the current step.
     touched: bool,
+    /// When it next needs a turn (virtual time), as last scheduled.
+    wake: Option<Time>,
     retired: Retired,
     /// The names its components handle, as its first life advertised them
     /// (routes to it do not depend on whether it is up, as with static peers).
@@ -175,6 +178,11 @@ struct Sim<'b, 'a> {
     options: SimOptions,
     members: Vec<Member>,
     by_id: rustc_hash::FxHashMap<u64, usize>,
+    /// Nodes' wake-up times, earliest first; an entry is current only while it
+    /// equals its member's `wake` (stale ones are skipped).
+    wakes: BinaryHeap<Reverse<(Time, usize)>>,
+    /// Members a frame was delivered to in the current step.
+    touched: Vec<usize>,
     net: Network,
     rng: ChaCha8Rng,
     seeds: ChaCha8Rng,
@@ -202,6 +210,8 @@ pub fn run(build: &mut Builder<'_>, ids: &[NodeId], options: &SimOptions) -> Sim
         options: options.clone(),
         members: Vec::new(),
         by_id: ids.iter().enumerate().map(|(i, id)| (id.0, i)).collect(),
+        wakes: BinaryHeap::new(),
+        touched: Vec::new(),
         net: Network::new(net_seed, NetParams::calm()),
         rng,
         seeds,
@@ -289,6 +299,7 @@ impl Sim<'_, '_> {
                 skew,
                 delivered: 0,
                 touched: false,
+                wake: None,
                 retired: Retired::default(),
             });
         }
@@ -301,6 +312,7 @@ impl Sim<'_, '_> {
                 node.start(local);
             }
             self.drain(index);
+            self.reschedule(index);
         }
         Ok(())
     }
@@ -402,6 +414,9 @@ impl Sim<'_, '_> {
             if let Some(node) = member.node.as_mut() {
                 node.quiesce(local);
             }
+        }
+        for index in 0..self.members.len() {
+            self.reschedule(index);
         }
         let end = self.now + self.options.converge_max;
         while !self.failed() {
@@ -608,6 +623,7 @@ impl Sim<'_, '_> {
                 let Some(node) = member.node.take() else {
                     return;
                 };
+                member.wake = None;
                 self.report.crashes += 1;
                 // What was queued is lost with the node; counted here.
                 for (component, _, _) in node.components() {
@@ -635,6 +651,7 @@ impl Sim<'_, '_> {
                             node.start(local);
                         }
                         self.drain(index);
+                        self.reschedule(index);
                     }
                     Err(error) => self.violate("build", format!("restarting n{}: {error}", id.0)),
                 }
@@ -659,6 +676,23 @@ impl Sim<'_, '_> {
                 let detail = format!("n{}: {detail}", self.members[index].id.0);
                 self.violate("component invariant", detail);
                 return;
+            }
+        }
+    }
+
+    /// Files member `index`'s next wake-up (its node's next deadline, in
+    /// virtual time) after anything that may have changed it.
+    fn reschedule(&mut self, index: usize) {
+        let member = &mut self.members[index];
+        let wake = member
+            .node
+            .as_ref()
+            .and_then(Node::poll_timeout)
+            .map(|deadline| member.global(deadline));
+        if wake != member.wake {
+            member.wake = wake;
+            if let Some(at) = wake {
+                self.wakes.push(Reverse((at, index)));
             }
         }
     }
@@ -707,21 +741,31 @@ impl Sim<'_, '_> {
         // Every live node with something due (a frame just delivered, work
         // queued, a timer or deadline): timers and deadlines, then one turn of
         // handlers. The others have nothing to do and did not change.
-        for index in 0..self.members.len() {
+        let mut visit = std::mem::take(&mut self.touched);
+        while let Some(&Reverse((at, index))) = self.wakes.peek() {
+            if at > now {
+                break;
+            }
+            self.wakes.pop();
+            if self.members[index].wake == Some(at) {
+                self.members[index].wake = None;
+                visit.push(index);
+            }
+        }
+        visit.sort_unstable();
+        visit.dedup();
+        for index in visit {
             let local = self.members[index].local(now);
-            let touched = std::mem::take(&mut self.members[index].touched);
+            self.members[index].touched = false;
             let Some(node) = self.members[index].node.as_mut() else {
                 continue;
             };
-            let due = node.poll_timeout().is_some_and(|t| t <= local);
-            if !due && !touched {
-                continue;
-            }
-            if due {
+            if node.poll_timeout().is_some_and(|t| t <= local) {
                 node.handle_timeout(local);
             }
             node.run(local, &mut NoStopwatch);
             self.drain(index);
+            self.reschedule(index);
             if let Some(node) = self.members[index].node.as_ref()
                 && let Err(detail) = node.audit()
             {
@@ -744,11 +788,12 @@ impl Sim<'_, '_> {
         .into_iter()
         .flatten()
         .min();
-        for member in &self.members {
-            if let Some(deadline) = member.node.as_ref().and_then(Node::poll_timeout) {
-                let deadline = member.global(deadline);
-                next = Some(next.map_or(deadline, |n| n.min(deadline)));
+        while let Some(&Reverse((at, index))) = self.wakes.peek() {
+            if self.members[index].wake == Some(at) {
+                next = Some(next.map_or(at, |n| n.min(at)));
+                break;
             }
+            self.wakes.pop();
         }
         let next = next.unwrap_or(now + Duration::from_millis(1));
         self.now = if next > now {
@@ -807,7 +852,10 @@ impl Sim<'_, '_> {
         self.net.counts.delivered += 1;
         let member = &mut self.members[index];
         member.delivered += 1;
-        member.touched = true;
+        if !member.touched {
+            member.touched = true;
+            self.touched.push(index);
+        }
         if let Some(node) = member.node.as_mut() {
             node.handle_frame(local, frame.from, &frame.header, frame.payload);
         }
