@@ -184,7 +184,7 @@ fn run_raw(kind: &str, in_flight: u32, transport: &str, placement: &str) -> Samp
     let me = me.to_str().expect("utf-8 path");
     let mode = if kind == "one_way" { "push" } else { "request" };
     let (server_cpu, client_cpu) = cpus(placement);
-    let mut server = pinned(server_cpu, me)
+    let server = pinned(server_cpu, me)
         .args(["--raw-server", &endpoint, "--mode", mode])
         .spawn()
         .expect("raw server");
@@ -210,15 +210,7 @@ fn run_raw(kind: &str, in_flight: u32, transport: &str, placement: &str) -> Samp
         .find_map(|line| line.strip_prefix("p50_us "))
         .and_then(|v| v.trim().parse().ok());
     // The server printed its running count every 100 ms; it exits on SIGTERM.
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
-    let mut out = String::new();
-    if let Some(mut stdout) = server.stdout.take() {
-        let _ = stdout.read_to_string(&mut out);
-    }
-    let _ = server.wait();
-    let counts: Vec<(f64, u64)> = out
+    let counts: Vec<(f64, u64)> = stop_reading(server)
         .lines()
         .filter_map(|line| line.split_once(' '))
         .filter_map(|(t, n)| Some((t.parse().ok()?, n.parse().ok()?)))
@@ -266,6 +258,15 @@ fn window_rate(counts: &[(f64, u64)]) -> f64 {
     }
 }
 
+/// A flag SIGTERM or SIGINT sets (the raw processes finish and print on it).
+fn stop_on_signal() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))
+        .expect("handler");
+    stop
+}
+
 fn raw_server(endpoint: &str, pull: bool) {
     let context = zmq::Context::new();
     let socket = context
@@ -277,10 +278,7 @@ fn raw_server(endpoint: &str, pull: bool) {
     let started = Instant::now();
     let mut last_print = Instant::now();
     let mut count: u64 = 0;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))
-        .expect("handler");
+    let stop = stop_on_signal();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         if let Ok(frames) = socket.recv_multipart(0) {
             count += 1;
@@ -313,10 +311,7 @@ fn raw_client(endpoint: &str, in_flight: u32, push: bool) {
     }
     // Round trips, in µs: one connection keeps order, so replies match sends
     // first in, first out. On SIGTERM the client prints the median and exits.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed))
-        .expect("handler");
+    let stop = stop_on_signal();
     socket.set_rcvtimeo(100).expect("rcvtimeo");
     let mut round_trips =
         hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 2).expect("bounds");

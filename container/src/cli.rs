@@ -151,12 +151,9 @@ pub fn main(registry: Registry) -> i32 {
 }
 
 fn run_sim(args: SimArgs, registry: &Registry) -> i32 {
-    let app = match config::load(args.config.as_deref(), registry) {
+    let app = match load(args.config.as_deref(), registry) {
         Ok(app) => app,
-        Err(error) => {
-            eprintln!("exchange: {error}");
-            return 2;
-        }
+        Err(code) => return code,
     };
     if let Some(path) = &args.replay {
         return crate::sim::replay(&app, registry, path);
@@ -173,18 +170,33 @@ fn run_sim(args: SimArgs, registry: &Registry) -> i32 {
         config: args.config.clone(),
     };
     let (records, passed) = crate::sim::run_plan(&app, registry, &plan);
-    if let Some(path) = &args.report {
-        let json = serde_json::json!({ "runs": records });
-        let text = serde_json::to_string_pretty(&json).expect("the report serializes");
-        if let Err(error) = std::fs::write(path, text + "\n") {
-            eprintln!(
-                "exchange: cannot write the report to {}: {error}",
-                path.display()
-            );
-            return 1;
-        }
+    if let Some(path) = &args.report
+        && let Err(code) = write_report(path, &serde_json::json!({ "runs": records }))
+    {
+        return code;
     }
     if passed { 0 } else { 1 }
+}
+
+/// The app config at `path` (the bundled example app without one); a bad one
+/// is reported and becomes exit code 2.
+fn load(path: Option<&std::path::Path>, registry: &Registry) -> Result<config::AppConfig, i32> {
+    config::load(path, registry).map_err(|error| {
+        eprintln!("exchange: {error}");
+        2
+    })
+}
+
+/// Writes a report as pretty JSON; a failure is reported and becomes exit code 1.
+fn write_report(path: &std::path::Path, report: &impl serde::Serialize) -> Result<(), i32> {
+    let json = serde_json::to_string_pretty(report).expect("reports serialize");
+    std::fs::write(path, json + "\n").map_err(|error| {
+        eprintln!(
+            "exchange: cannot write the report to {}: {error}",
+            path.display()
+        );
+        1
+    })
 }
 
 /// A flag the first SIGINT/SIGTERM sets; a second one exits at once.
@@ -206,12 +218,9 @@ fn stop_flag() -> Result<Arc<AtomicBool>, i32> {
 }
 
 fn run_container(args: RunArgs, registry: &Registry) -> i32 {
-    let app = match config::load(Some(&args.config), registry) {
+    let app = match load(Some(&args.config), registry) {
         Ok(app) => app,
-        Err(error) => {
-            eprintln!("exchange: {error}");
-            return 2;
-        }
+        Err(code) => return code,
     };
     let origin = config::Origin::File(args.config.clone());
     if let Err(error) = app.check_run(&origin) {
@@ -235,12 +244,9 @@ fn run_container(args: RunArgs, registry: &Registry) -> i32 {
 }
 
 fn run_dev(args: DevArgs, registry: &Registry) -> i32 {
-    let mut app = match config::load(args.config.as_deref(), registry) {
+    let mut app = match load(args.config.as_deref(), registry) {
         Ok(app) => app,
-        Err(error) => {
-            eprintln!("exchange: {error}");
-            return 2;
-        }
+        Err(code) => return code,
     };
     if let Some(seed) = args.seed {
         app.seed = seed;
@@ -271,15 +277,10 @@ fn run_dev(args: DevArgs, registry: &Registry) -> i32 {
         }
     };
     print!("{}", report.render());
-    if let Some(path) = &args.report {
-        let json = serde_json::to_string_pretty(&report).expect("the report serializes");
-        if let Err(error) = std::fs::write(path, json + "\n") {
-            eprintln!(
-                "exchange: cannot write the report to {}: {error}",
-                path.display()
-            );
-            return 1;
-        }
+    if let Some(path) = &args.report
+        && let Err(code) = write_report(path, &report)
+    {
+        return code;
     }
     if report.unbalanced().is_empty() { 0 } else { 1 }
 }

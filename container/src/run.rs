@@ -183,7 +183,9 @@ fn turn(
             }
         }
     }
-    feed_back(node, transport.retry_held(std::time::Instant::now()), now);
+    if transport.held() > 0 {
+        feed_back(node, transport.retry_held(std::time::Instant::now()), now);
+    }
     if node.poll_timeout().is_some_and(|deadline| deadline <= now) {
         node.handle_timeout(now);
     }

@@ -272,8 +272,6 @@ impl ZmqTransport {
         })
     }
 
-    /// Sends a transmit without blocking; a peer that is not connected or whose
-    /// queue is full is reported, never waited for.
     /// Sends a transmit without blocking. A message for a configured peer whose
     /// connection is not up yet is held (at most `peer_queue_max`, for at most
     /// `peer_wait`) and sent by [`ZmqTransport::retry_held`] once it is; anything

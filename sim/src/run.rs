@@ -161,7 +161,7 @@ impl Member {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Action {
     Crash(NodeId),
     Restart(NodeId),
@@ -169,8 +169,8 @@ enum Action {
     Heal(NodeId, NodeId),
 }
 
-/// Progress marks taken at healing time: per (node, component), requests sent
-/// and replies received.
+/// Progress marks taken at healing time: per (node, component), requests sent,
+/// replies received and bounces received by reason.
 type Marks = BTreeMap<(u64, String), (u64, u64, BTreeMap<String, u64>)>;
 
 struct Sim<'b, 'a> {

@@ -45,7 +45,14 @@ pub enum DecodeError {
 /// Encodes a header as `exchange.v1.Envelope` bytes, straight from the
 /// [`Header`] (no intermediate protobuf struct).
 pub fn encode_header(header: &Header) -> Bytes {
-    encode_header_into(header, &mut BytesMut::new())
+    let mut buf = BytesMut::with_capacity(encoded_len_max(header));
+    encode_fields(header, &mut buf);
+    buf.freeze()
+}
+
+/// A first guess at the encoded size of `header` (the buffer grows if short).
+fn encoded_len_max(header: &Header) -> usize {
+    96 + header.name.len() + header.hops.len() * 24
 }
 
 /// Encodes a header into the spare room of `buf` and splits it off: a caller
@@ -55,7 +62,7 @@ pub fn encode_header(header: &Header) -> Bytes {
 pub fn encode_header_into(header: &Header, buf: &mut BytesMut) -> Bytes {
     /// The least a block holds, so that most headers do not allocate.
     const BLOCK_BYTES: usize = 16 * 1024;
-    let needed = 96 + header.name.len() + header.hops.len() * 24;
+    let needed = encoded_len_max(header);
     if buf.capacity() < needed {
         buf.reserve(needed.max(BLOCK_BYTES));
     }
