@@ -7,6 +7,7 @@ const PROTOS: &[&str] = &[
     "exchange/v1/envelope.proto",
     "exchange/v1/control.proto",
     "exchange/v1/record.proto",
+    "exchange/v1/discovery.proto",
     "app/kv/v1/kv.proto",
     "app/feed/v1/feed.proto",
 ];

@@ -31,9 +31,64 @@ pub struct AppConfig {
     /// This container in `exchange run`.
     #[serde(default)]
     pub run: Option<RunConfig>,
-    /// The other containers `exchange run` talks to (until discovery finds them).
+    /// Other containers `exchange run` talks to, configured statically (with
+    /// `[discovery]` they are found instead; both may be used together).
     #[serde(rename = "peer", default)]
     pub peers: Vec<PeerConfig>,
+    /// Finding the other containers from a seed set (`exchange run`).
+    #[serde(default)]
+    pub discovery: Option<DiscoveryConfig>,
+}
+
+/// `[discovery]`: membership over UDP from a seed set.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// The UDP address to bind (`127.0.0.1:7301`, `0.0.0.0:7301`).
+    pub listen: String,
+    /// The address others reach this node's discovery at; defaults to
+    /// `listen` (which must then be a specific address, not 0.0.0.0).
+    #[serde(default)]
+    pub advertise: Option<String>,
+    /// Members to announce this node to while it knows no live member
+    /// (`host:port`); any one live seed suffices. May include this node.
+    #[serde(default)]
+    pub seeds: Vec<String>,
+    /// The cluster's shared secret (at least 16 bytes), or
+    #[serde(default)]
+    pub cluster_key: Option<String>,
+    /// a file holding it (its bytes, a trailing newline ignored).
+    #[serde(default)]
+    pub cluster_key_file: Option<PathBuf>,
+    /// The `network` label: handlers on this node's network are preferred.
+    #[serde(default = "DiscoveryConfig::default_network")]
+    pub network: String,
+    /// The `host` label: handlers on this node's host are preferred most;
+    /// defaults to the machine's host name.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The app endpoint others connect to; defaults to the bound `run.listen`,
+    /// with a 0.0.0.0 host replaced by the advertised discovery address's.
+    #[serde(default)]
+    pub app_endpoint: Option<String>,
+    /// SWIM's probe period.
+    #[serde(default = "DiscoveryConfig::default_probe_period", with = "humantime_serde")]
+    pub probe_period: Duration,
+    /// The version advertised with every name this node handles.
+    #[serde(default = "DiscoveryConfig::default_version")]
+    pub version: String,
+}
+
+impl DiscoveryConfig {
+    fn default_network() -> String {
+        "default".into()
+    }
+    fn default_probe_period() -> Duration {
+        Duration::from_millis(500)
+    }
+    fn default_version() -> String {
+        env!("CARGO_PKG_VERSION").into()
+    }
 }
 
 /// `[run]`: this container's identity and sockets in `exchange run`.
@@ -147,6 +202,11 @@ pub struct NodeSettings {
     /// The restart window.
     #[serde(with = "humantime_serde")]
     pub restart_window: Duration,
+    /// How long a message to a name no node handles yet waits for a handler to
+    /// appear (a request no longer than its deadline) before it bounces
+    /// `NoHandler`.
+    #[serde(with = "humantime_serde")]
+    pub handler_wait: Duration,
 }
 
 impl Default for NodeSettings {
@@ -158,6 +218,7 @@ impl Default for NodeSettings {
             pending_requests_max: defaults.pending_requests_max,
             restart_intensity_max: defaults.restart_intensity_max,
             restart_window: defaults.restart_window,
+            handler_wait: Duration::from_secs(5),
         }
     }
 }
@@ -171,6 +232,7 @@ impl NodeSettings {
             pending_requests_max: self.pending_requests_max,
             restart_intensity_max: self.restart_intensity_max,
             restart_window: self.restart_window,
+            handler_wait: self.handler_wait,
             seed,
             ..NodeConfig::default()
         }
@@ -300,6 +362,16 @@ pub enum RunConfigError {
         /// What is wrong with it.
         why: &'static str,
     },
+    /// A `[discovery]` setting is wrong.
+    #[error("config {origin}: {key}: {why}")]
+    Discovery {
+        /// The file.
+        origin: String,
+        /// Which key (`discovery.seeds[1]`).
+        key: String,
+        /// What is wrong with it.
+        why: String,
+    },
     /// A name in a peer's `handles` or `subscribes` is not a valid message name.
     #[error("config {origin}: {key}: {error}")]
     Name {
@@ -343,6 +415,95 @@ pub fn check_endpoint(endpoint: &str) -> Result<(), String> {
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(format!("host {host:?} resolves to no address")),
         Err(error) => Err(format!("host {host:?} does not resolve: {error}")),
+    }
+}
+
+/// `[discovery]`, checked and resolved.
+#[derive(Clone, Debug)]
+pub struct Discovery {
+    /// The UDP address to bind.
+    pub listen: std::net::SocketAddr,
+    /// The address advertised to others.
+    pub advertise: std::net::SocketAddr,
+    /// The seeds, resolved.
+    pub seeds: Vec<std::net::SocketAddr>,
+    /// The cluster key.
+    pub key: exchange_discovery::ClusterKey,
+    /// The settings as written.
+    pub config: DiscoveryConfig,
+}
+
+fn resolve(address: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if !address.contains(':') {
+        return Err(format!("{address:?} has no port; expected HOST:PORT"));
+    }
+    match address.to_socket_addrs() {
+        Ok(mut found) => found
+            .next()
+            .ok_or_else(|| format!("{address:?} resolves to no address")),
+        Err(error) => Err(format!("{address:?} is not HOST:PORT or does not resolve: {error}")),
+    }
+}
+
+impl DiscoveryConfig {
+    /// Checks the settings, resolves the addresses and reads the key.
+    pub fn check(&self, origin: &str) -> Result<Discovery, RunConfigError> {
+        let error = |key: &str, why: String| RunConfigError::Discovery {
+            origin: origin.to_owned(),
+            key: format!("discovery.{key}"),
+            why,
+        };
+        let listen = resolve(&self.listen).map_err(|why| error("listen", why))?;
+        let advertise = match &self.advertise {
+            Some(advertise) => resolve(advertise).map_err(|why| error("advertise", why))?,
+            None => listen,
+        };
+        if advertise.ip().is_unspecified() || advertise.port() == 0 {
+            return Err(error(
+                if self.advertise.is_some() { "advertise" } else { "listen" },
+                format!("{advertise} cannot be reached by others; set discovery.advertise to this node's address"),
+            ));
+        }
+        let seeds = self
+            .seeds
+            .iter()
+            .enumerate()
+            .map(|(i, seed)| resolve(seed).map_err(|why| error(&format!("seeds[{i}]"), why)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let key = match (&self.cluster_key, &self.cluster_key_file) {
+            (Some(_), Some(_)) => {
+                return Err(error("cluster_key", "set cluster_key or cluster_key_file, not both".into()));
+            }
+            (None, None) => {
+                return Err(error(
+                    "cluster_key",
+                    "missing: every member needs the cluster's key (cluster_key or cluster_key_file, at least 16 bytes)".into(),
+                ));
+            }
+            (Some(key), None) => key.as_bytes().to_vec(),
+            (None, Some(path)) => {
+                let mut bytes = std::fs::read(path).map_err(|e| {
+                    error("cluster_key_file", format!("cannot read {}: {e}", path.display()))
+                })?;
+                if bytes.last() == Some(&b'\n') {
+                    bytes.pop();
+                }
+                bytes
+            }
+        };
+        let key = exchange_discovery::ClusterKey::new(&key)
+            .map_err(|short| error("cluster_key", short.to_string()))?;
+        if let Some(endpoint) = &self.app_endpoint {
+            check_endpoint(endpoint).map_err(|why| error("app_endpoint", why))?;
+        }
+        Ok(Discovery {
+            listen,
+            advertise,
+            seeds,
+            key,
+            config: self.clone(),
+        })
     }
 }
 

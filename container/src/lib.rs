@@ -21,6 +21,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dev;
+pub mod discovery;
 pub mod registry;
 pub mod report;
 pub mod run;

@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use exchange_idl::exchange::v1::control;
-use exchange_runtime::{Node, NodeId, Output, Time, Transmit, TransmitError};
+use exchange_runtime::{Event, Node, NodeId, Output, Time, Transmit, TransmitError};
 use prost::Message as _;
 
 use crate::clock::{Clock, RealStopwatch};
 use crate::config::{AppConfig, Origin, RunConfig};
+use crate::discovery::Discovery;
 use crate::registry::Registry;
 use crate::transport::{Received, SocketOptions, ZmqTransport};
 
@@ -33,9 +34,7 @@ pub fn build_node(app: &AppConfig, run: &RunConfig, registry: &Registry) -> Resu
     let mut config = app.node.node_config(app.seed);
     // A restart under the same node id is a new life: its start time tells them
     // apart (see `NodeConfig::incarnation`).
-    config.incarnation = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_micros() as u64);
+    config.incarnation = life();
     let mut node = Node::new(NodeId(run.node_id), &name, config);
     crate::config::add_components(&mut node, app, &app.components, registry)?;
     for peer in &app.peers {
@@ -49,6 +48,13 @@ pub fn build_node(app: &AppConfig, run: &RunConfig, registry: &Registry) -> Resu
         }
     }
     Ok(node)
+}
+
+/// This process's life: its start time in µs (a restart is always a greater one).
+fn life() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_micros() as u64)
 }
 
 /// What a finished run reports.
@@ -66,6 +72,12 @@ pub fn run(
     stop: &Arc<AtomicBool>,
 ) -> Result<RunSummary, String> {
     let run = app.check_run(origin).map_err(|error| error.to_string())?;
+    let resolved = app
+        .discovery
+        .as_ref()
+        .map(|discovery| discovery.check(&origin.to_string()))
+        .transpose()
+        .map_err(|error| error.to_string())?;
     let mut node = build_node(app, run, registry)?;
     let options = SocketOptions {
         linger: run.linger,
@@ -91,7 +103,24 @@ pub fn run(
     let clock = Clock::new();
     let mut stopwatch = RealStopwatch::new();
     node.start(clock.now());
-    flush(&mut node, &mut transport, clock.now());
+    let mut discovery = None;
+    flush(&mut node, &mut transport, &mut discovery, clock.now());
+    if let Some(resolved) = &resolved {
+        let app_endpoint = transport.app_endpoint().unwrap_or_else(|| run.listen.clone());
+        let control_endpoint = transport
+            .control_endpoint()
+            .unwrap_or_else(|| run.control.clone());
+        let mut joined = Discovery::bind(
+            resolved,
+            &node,
+            life(),
+            &app_endpoint,
+            &control_endpoint,
+        )?;
+        joined.start(clock.now());
+        tracing::info!(listen = %resolved.listen, advertise = %resolved.advertise, seeds = ?resolved.seeds, "discovery started");
+        discovery = Some(joined);
+    }
     // Run until stopped, then drain: no new work from other nodes, no timers;
     // what is queued finishes within the bound.
     let mut drain_end: Option<Time> = None;
@@ -99,16 +128,28 @@ pub fn run(
     let mut unread = Unread {
         app: true,
         control: true,
+        discovery: true,
     };
     loop {
         if drain_end.is_none() && stop.load(Ordering::Relaxed) {
             drain_end = Some(clock.now() + run.drain);
             node.drain(clock.now());
+            // Others stop routing here at once.
+            if let Some(discovery) = &mut discovery {
+                discovery.leave(clock.now());
+            }
         }
         if drain_end.is_some_and(|end| node.is_quiet() || clock.now() >= end) {
             break;
         }
-        unread = turn(&mut node, &mut transport, &clock, &mut stopwatch, unread)?;
+        unread = turn(
+            &mut node,
+            &mut transport,
+            &mut discovery,
+            &clock,
+            &mut stopwatch,
+            unread,
+        )?;
     }
     // Then what is left is bounced (remote senders) or counted. Messages still
     // waiting for a peer that never came up are given up on first, so that their
@@ -117,9 +158,12 @@ pub fn run(
     let now = clock.now();
     feed_back(&mut node, transport.fail_held(), now);
     node.shutdown(now);
-    flush(&mut node, &mut transport, now);
+    flush(&mut node, &mut transport, &mut discovery, now);
     feed_back(&mut node, transport.fail_held(), now);
-    let status = node.status(clock.now());
+    let status = control::NodeStatus {
+        discovery: discovery.as_ref().map(Discovery::status),
+        ..node.status(clock.now())
+    };
     // Dropping the transport closes the sockets with the configured linger.
     drop(transport);
     Ok(RunSummary { status })
@@ -131,6 +175,7 @@ pub fn run(
 struct Unread {
     app: bool,
     control: bool,
+    discovery: bool,
 }
 
 /// One turn of the loop: wait for I/O or the next deadline, take in frames and
@@ -141,13 +186,20 @@ struct Unread {
 fn turn(
     node: &mut Node,
     transport: &mut ZmqTransport,
+    discovery: &mut Option<Discovery>,
     clock: &Clock,
     stopwatch: &mut RealStopwatch,
     unread: Unread,
 ) -> Result<Unread, String> {
     let now = clock.now();
-    let deadline = node.poll_timeout();
-    let wait = if unread.app || unread.control {
+    let deadline = [
+        node.poll_timeout(),
+        discovery.as_ref().and_then(Discovery::poll_timeout),
+    ]
+    .into_iter()
+    .flatten()
+    .min();
+    let wait = if unread.app || unread.control || unread.discovery {
         Duration::ZERO
     } else {
         // Held messages are retried often: a peer's connection coming up is not
@@ -161,12 +213,23 @@ fn turn(
             deadline.saturating_since(now).min(wait_max)
         })
     };
-    let (app_news, control_news) = transport
-        .poll(wait)
+    let ready = transport
+        .poll(wait, discovery.as_ref().map(Discovery::fd))
         .map_err(|error| format!("poll failed: {error}"))?;
     let now = clock.now();
+    let mut datagrams = false;
+    if let Some(discovery) = discovery {
+        if ready.extra || unread.discovery {
+            datagrams = discovery.read(now);
+        }
+        discovery.handle_timeout(now);
+        let failed = discovery.apply(node, transport, now);
+        feed_back(node, failed, now);
+        discovery.set_load(now, node.queued());
+        discovery.send();
+    }
     let mut app = false;
-    if app_news || unread.app {
+    if ready.app || unread.app {
         app = true;
         for _ in 0..node.intake_room() {
             match transport.recv_app() {
@@ -190,9 +253,14 @@ fn turn(
         node.handle_timeout(now);
     }
     node.run(now, stopwatch);
-    flush(node, transport, now);
-    let control = (control_news || unread.control) && serve_control(node, transport, now);
-    Ok(Unread { app, control })
+    flush(node, transport, discovery, now);
+    let control = (ready.control || unread.control)
+        && serve_control(node, transport, discovery.as_ref(), now);
+    Ok(Unread {
+        app,
+        control,
+        discovery: datagrams,
+    })
 }
 
 /// Transmissions the transport gave up on go back to the node, which bounces or
@@ -203,8 +271,14 @@ fn feed_back(node: &mut Node, failed: Vec<(Transmit, TransmitError)>, now: Time)
     }
 }
 
-/// Sends what the node emitted; failures go back in as inputs.
-fn flush(node: &mut Node, transport: &mut ZmqTransport, now: Time) {
+/// Sends what the node emitted; failures go back in as inputs. Changes in the
+/// node's subscriptions go to discovery, which advertises them.
+fn flush(
+    node: &mut Node,
+    transport: &mut ZmqTransport,
+    discovery: &mut Option<Discovery>,
+    now: Time,
+) {
     let instant = std::time::Instant::now();
     while let Some(output) = node.poll_output() {
         match output {
@@ -213,14 +287,27 @@ fn flush(node: &mut Node, transport: &mut ZmqTransport, now: Time) {
                     node.handle_transmit_error(now, transmit, error);
                 }
             }
+            Output::Event(Event::Interest { name, subscribed }) => {
+                if let Some(discovery) = discovery {
+                    discovery.note_interest(now, name.as_str(), subscribed);
+                }
+            }
             Output::Event(event) => crate::report::log_event(node.id(), &event),
         }
+    }
+    if let Some(discovery) = discovery {
+        discovery.send();
     }
 }
 
 /// Answers waiting control requests, up to a bound per turn; returns whether
 /// some may be left.
-fn serve_control(node: &Node, transport: &ZmqTransport, now: Time) -> bool {
+fn serve_control(
+    node: &Node,
+    transport: &ZmqTransport,
+    discovery: Option<&Discovery>,
+    now: Time,
+) -> bool {
     for _ in 0..64 {
         let Some(mut frames) = transport.recv_control() else {
             return false;
@@ -229,7 +316,10 @@ fn serve_control(node: &Node, transport: &ZmqTransport, now: Time) -> bool {
         let kind = match control::Request::decode(body.as_slice()) {
             Ok(control::Request {
                 kind: Some(control::request::Kind::Status(_)),
-            }) => control::response::Kind::Status(node.status(now)),
+            }) => control::response::Kind::Status(control::NodeStatus {
+                discovery: discovery.map(Discovery::status),
+                ..node.status(now)
+            }),
             Ok(_) => control::response::Kind::Error("empty request: set a kind (status)".into()),
             Err(error) => control::response::Kind::Error(format!(
                 "not an exchange.v1.control.Request: {error}"

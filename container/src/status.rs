@@ -82,6 +82,14 @@ pub fn to_json(status: &control::NodeStatus) -> serde_json::Value {
         "node_dropped": status.node_dropped, "node_bounced": status.node_bounced,
         "frames_in": status.frames_in, "frames_out": status.frames_out,
         "pending_requests": status.pending_requests,
+        "awaiting_handler": status.awaiting_handler,
+        "discovery": status.discovery.as_ref().map(|d| serde_json::json!({
+            "members": d.members, "active": d.active, "life": d.life,
+            "datagrams_in": d.datagrams_in, "datagrams_out": d.datagrams_out,
+            "bytes_in": d.bytes_in, "bytes_out": d.bytes_out,
+            "refused": d.refused, "malformed": d.malformed,
+            "ups": d.ups, "changes": d.changes, "downs": d.downs,
+        })),
     })
 }
 
@@ -125,6 +133,19 @@ pub fn render(status: &control::NodeStatus) -> String {
             "refused by the node: dropped {} bounced {}",
             reasons(&status.node_dropped),
             reasons(&status.node_bounced)
+        );
+    }
+    if let Some(d) = &status.discovery {
+        let members: Vec<String> = d.members.iter().map(|n| format!("n{n}")).collect();
+        let _ = writeln!(
+            out,
+            "discovery: {} members [{}]; {} datagrams in, {} out; refused {}; malformed {}",
+            d.members.len(),
+            members.join(" "),
+            d.datagrams_in,
+            d.datagrams_out,
+            reasons(&d.refused.iter().filter(|(_, n)| **n > 0).map(|(r, n)| (r.clone(), *n)).collect()),
+            d.malformed
         );
     }
     out

@@ -20,7 +20,7 @@
 //! the peer's pipe exists; what waits too long fails back to the node. `LINGER` is finite, and `MAXMSGSIZE` bounds what a peer
 //! can make us read. The control plane is a third ROUTER socket.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -108,6 +108,17 @@ fn node_of(identity: &[u8]) -> NodeId {
     }
 }
 
+/// Which descriptors [`ZmqTransport::poll`] found readable.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Readiness {
+    /// The app socket has news.
+    pub app: bool,
+    /// The control socket has news.
+    pub control: bool,
+    /// The extra descriptor is readable.
+    pub extra: bool,
+}
+
 /// The app and control sockets of one container.
 pub struct ZmqTransport {
     inbound: zmq::Socket,
@@ -116,7 +127,8 @@ pub struct ZmqTransport {
     /// Messages for configured peers whose connection is not up yet, oldest
     /// first, with when they were held.
     held: BTreeMap<NodeId, VecDeque<(Instant, Transmit)>>,
-    peers: BTreeSet<NodeId>,
+    /// Peers connected to, and at which endpoint.
+    peers: BTreeMap<NodeId, String>,
     /// The app and control sockets' signalling descriptors (`ZMQ_FD`).
     signals: (std::os::fd::RawFd, std::os::fd::RawFd),
     /// Receive buffers, reused for every frame set: no allocation per frame
@@ -184,7 +196,7 @@ impl ZmqTransport {
             outbound,
             control: control_socket,
             held: BTreeMap::new(),
-            peers: BTreeSet::new(),
+            peers: BTreeMap::new(),
             frames: [
                 zmq::Message::new(),
                 zmq::Message::new(),
@@ -210,13 +222,35 @@ impl ZmqTransport {
     /// reconnecting, so the peer need not be up yet; until it is, sends to it fail
     /// as unreachable. The connection is named by the peer's own routing id.
     pub fn connect(&mut self, peer: NodeId, endpoint: &str) -> Result<(), TransportError> {
-        self.peers.insert(peer);
+        if self.peers.get(&peer).is_some_and(|known| known == endpoint) {
+            return Ok(());
+        }
+        if let Some(old) = self.peers.remove(&peer) {
+            // Moved: the old connection goes (ZeroMQ would keep redialling it).
+            let _ = self.outbound.disconnect(&old);
+        }
         self.outbound
             .connect(endpoint)
             .map_err(|error| TransportError::Connect {
                 endpoint: endpoint.to_owned(),
                 error,
-            })
+            })?;
+        self.peers.insert(peer, endpoint.to_owned());
+        Ok(())
+    }
+
+    /// Stops talking to `peer` (it went down or left): closes the connection
+    /// and gives up on what was held for it (returned as unreachable).
+    pub fn disconnect(&mut self, peer: NodeId) -> Vec<(Transmit, TransmitError)> {
+        if let Some(endpoint) = self.peers.remove(&peer) {
+            let _ = self.outbound.disconnect(&endpoint);
+        }
+        self.held
+            .remove(&peer)
+            .into_iter()
+            .flatten()
+            .map(|(_, transmit)| (transmit, TransmitError::Unreachable))
+            .collect()
     }
 
     /// Waits up to `timeout` for news on either socket; returns (app, control).
@@ -227,16 +261,28 @@ impl ZmqTransport {
     /// from ZeroMQ's I/O thread, so the result is complete only for a socket
     /// that was last read until it had nothing left; the loop reads each socket
     /// dry before it waits (or else does not wait).
-    pub fn poll(&self, timeout: Duration) -> zmq::Result<(bool, bool)> {
+    ///
+    /// `extra` is one more descriptor to wait on (discovery's UDP socket).
+    pub fn poll(
+        &self,
+        timeout: Duration,
+        extra: Option<std::os::fd::RawFd>,
+    ) -> zmq::Result<Readiness> {
         let mut items = [
             zmq::PollItem::from_fd(self.signals.0, zmq::POLLIN),
             zmq::PollItem::from_fd(self.signals.1, zmq::POLLIN),
+            zmq::PollItem::from_fd(extra.unwrap_or(-1), zmq::POLLIN),
         ];
+        let count = if extra.is_some() { 3 } else { 2 };
         let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
-        match zmq::poll(&mut items, timeout_ms) {
-            Ok(_) => Ok((items[0].is_readable(), items[1].is_readable())),
+        match zmq::poll(&mut items[..count], timeout_ms) {
+            Ok(_) => Ok(Readiness {
+                app: items[0].is_readable(),
+                control: items[1].is_readable(),
+                extra: count == 3 && items[2].is_readable(),
+            }),
             // A signal (SIGTERM, SIGINT) interrupts the wait; the loop checks its flag.
-            Err(zmq::Error::EINTR) => Ok((false, false)),
+            Err(zmq::Error::EINTR) => Ok(Readiness::default()),
             Err(error) => Err(error),
         }
     }
@@ -288,7 +334,9 @@ impl ZmqTransport {
         }
         match self.try_send(&transmit) {
             Ok(()) => Ok(()),
-            Err(TransmitError::Unreachable) if self.peers.contains(&to) => self.hold(transmit, now),
+            Err(TransmitError::Unreachable) if self.peers.contains_key(&to) => {
+                self.hold(transmit, now)
+            }
             Err(error) => Err((transmit, error)),
         }
     }

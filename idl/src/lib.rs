@@ -29,6 +29,10 @@ pub mod exchange {
         pub mod record {
             include!(concat!(env!("OUT_DIR"), "/exchange.v1.record.rs"));
         }
+        /// What nodes tell each other over discovery (member metadata).
+        pub mod discovery {
+            include!(concat!(env!("OUT_DIR"), "/exchange.v1.discovery.rs"));
+        }
     }
 }
 

@@ -2,9 +2,19 @@
 //! datagrams (SWIM, through `foca`), advertise the names they handle, and feed the
 //! runtime's router. Every datagram is authenticated under a cluster key.
 //!
-//! Built so far: [`seal`], the authenticated datagram layer (MAC checked in
-//! constant time before anything is parsed, a timestamp window, a nonce
-//! memory against replays, refusals counted by reason). The membership itself
-//! and the capability table come next (the discovery issue).
+//! - [`seal`]: the authenticated datagram layer (MAC checked in constant time
+//!   before anything is parsed, a timestamp window, a nonce memory against
+//!   replays, refusals counted by reason);
+//! - [`membership`]: SWIM membership and member metadata, driven with the time
+//!   like the runtime's `Node` (no clock, no socket);
+//! - [`routes`]: the capability table, membership events applied to a node's
+//!   router.
 
+pub mod membership;
+pub mod routes;
 pub mod seal;
+
+pub use membership::{
+    Datagram, Event, Identity, Member, Membership, MembershipStats, MetaTooLarge, Settings,
+};
+pub use seal::{ClusterKey, Refusal};

@@ -24,6 +24,8 @@ const MAGIC: [u8; 2] = *b"xd";
 const VERSION: u8 = 1;
 const HEADER_BYTES: usize = 20;
 const TAG_BYTES: usize = 16;
+/// Bytes a seal adds to a body.
+pub const OVERHEAD_BYTES: usize = HEADER_BYTES + TAG_BYTES;
 /// The shortest cluster key accepted.
 pub const KEY_BYTES_MIN: usize = 16;
 

@@ -67,6 +67,12 @@ pub struct NodeConfig {
     /// depends on it, so a late reply to the previous life's request is never
     /// taken for an answer to this life's.
     pub incarnation: u64,
+    /// How long a request or send to a name no node handles yet waits for a
+    /// handler to appear (a request no longer than its deadline) before it
+    /// bounces `NoHandler`. Zero: it bounces at once.
+    pub handler_wait: Duration,
+    /// Messages waiting for a handler at most; more bounce `NoHandler` at once.
+    pub awaiting_max: usize,
     /// Deliberate defects, for proving that checkers can fail. Never set
     /// outside tests.
     #[doc(hidden)]
@@ -96,6 +102,8 @@ impl Default for NodeConfig {
             restart_window: Duration::from_secs(10),
             seed: 0,
             incarnation: 0,
+            handler_wait: Duration::ZERO,
+            awaiting_max: 10_000,
             sabotage: Sabotage::None,
         }
     }
@@ -267,6 +275,13 @@ pub struct Node {
     timer_index: FxHashMap<(ComponentId, u64), (Time, u64)>,
     pending: FxHashMap<CorrelationId, Pending>,
     pending_deadlines: BTreeSet<(Time, CorrelationId)>,
+    /// Messages waiting for a handler of their name, by arrival.
+    awaiting: BTreeMap<u64, (Time, Message)>,
+    /// Their deadlines.
+    awaiting_until: BTreeSet<(Time, u64)>,
+    /// Their names.
+    awaiting_names: FxHashMap<Name, Vec<u64>>,
+    next_awaiting_seq: u64,
     outputs: VecDeque<Output>,
     effects: Vec<Effect>,
     minter: Minter,
@@ -306,6 +321,10 @@ impl Node {
             timer_index: FxHashMap::default(),
             pending: FxHashMap::default(),
             pending_deadlines: BTreeSet::new(),
+            awaiting: BTreeMap::new(),
+            awaiting_until: BTreeSet::new(),
+            awaiting_names: FxHashMap::default(),
+            next_awaiting_seq: 0,
             outputs: VecDeque::new(),
             effects: Vec::new(),
             minter,
@@ -420,7 +439,10 @@ impl Node {
 
     /// Whether nothing is queued, pending or waiting to be polled.
     pub fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.pending.is_empty() && self.outputs.is_empty()
+        self.queue.is_empty()
+            && self.pending.is_empty()
+            && self.outputs.is_empty()
+            && self.awaiting.is_empty()
     }
 
     // ---- inputs ----
@@ -495,9 +517,21 @@ impl Node {
         self.refuse_at_node(message, reason, detail);
     }
 
-    /// Fires due timers and expires requests whose deadline passed.
+    /// Fires due timers, bounces messages that waited long enough for a
+    /// handler, and expires requests whose deadline passed.
     pub fn handle_timeout(&mut self, now: Time) {
         self.now = now;
+        while let Some(&(until, seq)) = self.awaiting_until.first() {
+            if until > now {
+                break;
+            }
+            self.awaiting_until.pop_first();
+            if let Some((_, message)) = self.awaiting.remove(&seq) {
+                self.forget_awaiting_name(&message.header.name, seq);
+                let detail = "no node handled this name within handler_wait";
+                self.refuse_at_node(message, BounceReason::NoHandler, detail);
+            }
+        }
         while let Some(entry) = self.timers.first_entry() {
             if entry.key().0 > now {
                 break;
@@ -526,6 +560,71 @@ impl Node {
         self.quiesce(now);
         if self.state == State::Running {
             self.state = State::Draining;
+        }
+        self.refuse_awaiting("the node is stopping");
+    }
+
+    /// Adds `node` as a handler of `name` (a peer advertised it) and routes the
+    /// messages that were waiting for one. Returns whether it is new.
+    pub fn add_remote_handler(&mut self, now: Time, name: &str, node: NodeId) -> bool {
+        self.now = now;
+        let added = self.router.add_remote_handler(name, node);
+        if added && let Some(waiting) = self.awaiting_names.remove(name) {
+            for seq in waiting {
+                if let Some((until, message)) = self.awaiting.remove(&seq) {
+                    self.awaiting_until.remove(&(until, seq));
+                    self.route(message, None);
+                }
+            }
+        }
+        added
+    }
+
+    /// Messages waiting for a handler of their name.
+    pub fn awaiting_handler(&self) -> usize {
+        self.awaiting.len()
+    }
+
+    /// Keeps a message with no handler until one appears or its wait ends;
+    /// returns it if it cannot wait.
+    fn await_handler(&mut self, message: Message) -> Result<(), Message> {
+        let may_wait = self.config.handler_wait > Duration::ZERO
+            && self.state == State::Running
+            && message.header.source.node == self.id
+            && matches!(message.header.kind, Kind::Request | Kind::Send)
+            && self.awaiting.len() < self.config.awaiting_max;
+        if !may_wait {
+            return Err(message);
+        }
+        let mut until = self.now + self.config.handler_wait;
+        if let Some(deadline) = message.header.deadline {
+            until = until.min(deadline);
+        }
+        self.next_awaiting_seq += 1;
+        let seq = self.next_awaiting_seq;
+        self.awaiting_until.insert((until, seq));
+        self.awaiting_names
+            .entry(message.header.name.clone())
+            .or_default()
+            .push(seq);
+        self.awaiting.insert(seq, (until, message));
+        Ok(())
+    }
+
+    fn forget_awaiting_name(&mut self, name: &Name, seq: u64) {
+        if let Some(waiting) = self.awaiting_names.get_mut(name) {
+            waiting.retain(|s| *s != seq);
+            if waiting.is_empty() {
+                self.awaiting_names.remove(name);
+            }
+        }
+    }
+
+    fn refuse_awaiting(&mut self, detail: &str) {
+        self.awaiting_until.clear();
+        self.awaiting_names.clear();
+        for (_, (_, message)) in std::mem::take(&mut self.awaiting) {
+            self.refuse_at_node(message, BounceReason::NoHandler, detail);
         }
     }
 
@@ -585,6 +684,11 @@ impl Node {
         self.pending.len()
     }
 
+    /// Messages queued for the node's components.
+    pub fn queued(&self) -> usize {
+        self.queue.len()
+    }
+
     /// Whether nothing is queued for a component (pending requests may remain).
     pub fn is_quiet(&self) -> bool {
         self.queue.is_empty()
@@ -635,6 +739,7 @@ impl Node {
             });
             self.apply_effects(id);
         }
+        self.refuse_awaiting("the node stopped");
         self.state = State::Stopped;
         self.quiesce(now);
         for (id, size, item) in std::mem::take(&mut self.queue) {
@@ -920,11 +1025,15 @@ impl Node {
         match route.and_then(|route| self.router.pick(route, queue_len)) {
             Some(Destination::Local(component)) => self.deliver_local(component, message),
             Some(Destination::Remote(node)) => self.transmit(node, message),
-            None => self.refuse_at_node(
-                message,
-                BounceReason::NoHandler,
-                "no component handles this name",
-            ),
+            None => {
+                if let Err(message) = self.await_handler(message) {
+                    self.refuse_at_node(
+                        message,
+                        BounceReason::NoHandler,
+                        "no component handles this name",
+                    );
+                }
+            }
         }
     }
 
@@ -1206,10 +1315,8 @@ impl Node {
             .pending_deadlines
             .first()
             .map(|(deadline, _)| *deadline);
-        match (timer, deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let awaiting = self.awaiting_until.first().map(|(until, _)| *until);
+        [timer, deadline, awaiting].into_iter().flatten().min()
     }
 
     /// The node's status, as the control plane reports it.
@@ -1252,6 +1359,9 @@ impl Node {
             frames_in: self.stats.frames_in,
             frames_out: self.stats.frames_out,
             pending_requests: self.pending.len() as u32,
+            awaiting_handler: self.awaiting.len() as u32,
+            // The driver fills in what it runs beside the node.
+            discovery: None,
         }
     }
 }

@@ -2,9 +2,10 @@
 //! handle or subscribe to it.
 //!
 //! Locality first: a name handled by a component of this node never leaves it.
-//! Among several local handlers the one with the shortest queue wins; among
-//! remote nodes the choice rotates (load-aware choice arrives with discovery,
-//! which carries queue depths).
+//! Among several local handlers the one with the shortest queue wins. Among
+//! remote nodes the nearest wins (same host, then same network, then the rest;
+//! see [`Locality`]), then the least loaded (as its membership metadata says),
+//! and the choice rotates among equals.
 
 use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
@@ -18,6 +19,33 @@ pub enum Destination {
     Local(ComponentId),
     /// Another node, which picks among its own handlers.
     Remote(NodeId),
+}
+
+/// How near a remote node is. Nearer is preferred.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Locality {
+    /// On this node's host.
+    Host,
+    /// On this node's network, another host.
+    #[default]
+    Network,
+    /// Elsewhere.
+    Remote,
+}
+
+/// What the router knows of a remote node for choosing among handlers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NodeInfo {
+    /// How near it is.
+    pub locality: Locality,
+    /// Its load (messages queued), as last advertised.
+    pub load: u32,
+}
+
+impl NodeInfo {
+    fn rank(self) -> (Locality, u32) {
+        (self.locality, self.load)
+    }
 }
 
 #[derive(Debug)]
@@ -53,6 +81,9 @@ pub struct RouteId(u32);
 pub struct Router {
     routes: Vec<Route>,
     index: FxHashMap<Name, RouteId>,
+    /// Remote nodes' locality and load; a node not here counts as
+    /// `NodeInfo::default()`.
+    nodes: FxHashMap<NodeId, NodeInfo>,
 }
 
 fn insert_once<T: PartialEq>(list: &mut impl Extend<T>, present: bool, item: T) -> bool {
@@ -124,6 +155,28 @@ impl Router {
         before != route.remote_handlers.len()
     }
 
+    /// Sets what is known of a remote node's locality and load.
+    pub fn set_node_info(&mut self, node: NodeId, info: NodeInfo) {
+        self.nodes.insert(node, info);
+    }
+
+    /// Forgets a remote node: it handles and subscribes to nothing any more.
+    pub fn remove_node(&mut self, node: NodeId) {
+        self.nodes.remove(&node);
+        for route in &mut self.routes {
+            route.remote_handlers.retain(|n| *n != node);
+            route.remote_subscribers.retain(|n| *n != node);
+        }
+    }
+
+    /// Whether `name` has a handler, local or remote.
+    pub fn has_handler(&self, name: &str) -> bool {
+        self.lookup(name).is_some_and(|route| {
+            let route = &self.routes[route.0 as usize];
+            !route.local_handlers.is_empty() || !route.remote_handlers.is_empty()
+        })
+    }
+
     /// Subscribes a local component; returns whether it is the node's first
     /// subscriber of `name` (so the node's interest changed).
     pub(crate) fn subscribe_local(&mut self, name: &str, component: ComponentId) -> bool {
@@ -156,7 +209,8 @@ impl Router {
     }
 
     /// Picks one handler of `name`: a local one if any (shortest queue by
-    /// `queue_len`), else the next remote one.
+    /// `queue_len`), else the nearest, least loaded remote one, in turn among
+    /// equals.
     pub(crate) fn pick(
         &mut self,
         route: RouteId,
@@ -166,12 +220,23 @@ impl Router {
         if let Some(local) = pick_local(&route.local_handlers, queue_len) {
             return Some(Destination::Local(local));
         }
-        if route.remote_handlers.is_empty() {
-            return None;
-        }
-        let index = route.next_remote % route.remote_handlers.len();
-        route.next_remote = route.next_remote.wrapping_add(1);
-        Some(Destination::Remote(route.remote_handlers[index]))
+        let info = |node: &NodeId| self.nodes.get(node).copied().unwrap_or_default().rank();
+        let node = match route.remote_handlers.as_slice() {
+            [] => return None,
+            [only] => *only,
+            many => {
+                let best = many.iter().map(info).min().expect("several");
+                let equals = many.iter().filter(|node| info(node) == best).count();
+                let turn = route.next_remote % equals;
+                route.next_remote = route.next_remote.wrapping_add(1);
+                *many
+                    .iter()
+                    .filter(|node| info(node) == best)
+                    .nth(turn)
+                    .expect("within the count")
+            }
+        };
+        Some(Destination::Remote(node))
     }
 
     /// Picks a local handler only (for messages that came from another node:
@@ -188,6 +253,18 @@ impl Router {
     pub(crate) fn subscribers(&self, route: RouteId) -> (&[ComponentId], &[NodeId]) {
         let route = &self.routes[route.0 as usize];
         (&route.local_subscribers, &route.remote_subscribers)
+    }
+
+    /// Names local components subscribe to, sorted.
+    pub fn local_subscriptions(&self) -> Vec<Name> {
+        let mut names: Vec<Name> = self
+            .routes
+            .iter()
+            .filter(|route| !route.local_subscribers.is_empty())
+            .map(|route| route.name.clone())
+            .collect();
+        names.sort();
+        names
     }
 
     /// Names handled by local components, sorted.
@@ -241,6 +318,32 @@ mod tests {
         assert_eq!(router.lookup("kv.put"), None);
         assert!(router.remove_remote_handler("kv.get", NodeId(2)));
         assert_eq!(router.local_names(), vec![Name::new("kv.get")]);
+    }
+
+    #[test]
+    fn nearest_then_least_loaded_remote_handler_wins() {
+        let mut router = Router::default();
+        for node in 1..=4 {
+            router.add_remote_handler("kv.get", NodeId(node));
+        }
+        let info = |locality, load| NodeInfo { locality, load };
+        router.set_node_info(NodeId(1), info(Locality::Remote, 0));
+        router.set_node_info(NodeId(2), info(Locality::Network, 8));
+        router.set_node_info(NodeId(3), info(Locality::Network, 2));
+        router.set_node_info(NodeId(4), info(Locality::Network, 2));
+        let get = router.lookup("kv.get").unwrap();
+        let picks: Vec<_> = (0..4).map(|_| router.pick(get, |_| 0)).collect();
+        let remote = |n| Some(Destination::Remote(NodeId(n)));
+        assert_eq!(picks, [remote(3), remote(4), remote(3), remote(4)]);
+        router.set_node_info(NodeId(2), info(Locality::Host, 64));
+        assert_eq!(router.pick(get, |_| 0), remote(2));
+        router.remove_node(NodeId(2));
+        router.remove_node(NodeId(3));
+        router.remove_node(NodeId(4));
+        assert_eq!(router.pick(get, |_| 0), remote(1));
+        assert!(router.has_handler("kv.get"));
+        router.remove_node(NodeId(1));
+        assert!(!router.has_handler("kv.get"));
     }
 
     #[test]

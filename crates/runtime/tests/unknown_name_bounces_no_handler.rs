@@ -1,6 +1,7 @@
 //! A name nobody handles comes back to its sender as a `NoHandler` bounce, for
 //! sends and for requests (with the request's correlation id); so does a message
 //! with an invalid flow name. A bounce that arrives after shutdown is counted.
+//! With `handler_wait`, a message first waits for a handler to appear.
 
 mod support;
 
@@ -46,6 +47,99 @@ fn send_and_request_to_an_unknown_name_bounce_no_handler() {
         2
     );
     assert!(node.is_idle(), "the bounced request is no longer pending");
+    assert_accounted(&node);
+}
+
+fn waiting_node(wait: Duration, actions: Vec<Action>, seen: &Log) -> exchange_runtime::Node {
+    let mut node = exchange_runtime::Node::new(
+        NodeId(1),
+        "node1",
+        exchange_runtime::NodeConfig {
+            seed: 7,
+            handler_wait: wait,
+            ..Default::default()
+        },
+    );
+    node.add_component("sender", ComponentLimits::default(), starter(actions, seen))
+        .unwrap();
+    node.start(T0);
+    settle(&mut node, T0);
+    node
+}
+
+#[test]
+fn a_message_waits_for_a_handler_to_appear() {
+    let seen = log();
+    let actions = vec![
+        Action::Send("late.comer"),
+        Action::Request("late.comer", Duration::from_secs(10)),
+    ];
+    let mut node = waiting_node(Duration::from_secs(5), actions, &seen);
+    assert!(seen.borrow().is_empty(), "nothing bounced yet");
+    assert_eq!(node.awaiting_handler(), 2);
+    assert_eq!(node.status(T0).awaiting_handler, 2);
+    assert!(!node.is_idle());
+    let later = T0 + Duration::from_secs(2);
+    assert!(node.add_remote_handler(later, "late.comer", NodeId(2)));
+    let sent: Vec<_> = std::iter::from_fn(|| node.poll_output())
+        .filter_map(|output| match output {
+            Output::Transmit(transmit) => Some(transmit.to),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [NodeId(2), NodeId(2)],
+        "both went out once a handler came"
+    );
+    assert_eq!(node.awaiting_handler(), 0);
+    node.handle_timeout(T0 + Duration::from_secs(6));
+    assert!(seen.borrow().is_empty(), "no bounce after all");
+}
+
+#[test]
+fn a_message_bounces_no_handler_when_its_wait_or_deadline_ends() {
+    let seen = log();
+    let actions = vec![
+        Action::Send("never.there"),
+        Action::Request("never.there", Duration::from_secs(1)),
+    ];
+    let mut node = waiting_node(Duration::from_secs(5), actions, &seen);
+    // The request waits no longer than its deadline; the send the full wait.
+    assert_eq!(node.poll_timeout(), Some(T0 + Duration::from_secs(1)));
+    node.handle_timeout(T0 + Duration::from_secs(1));
+    settle(&mut node, T0 + Duration::from_secs(1));
+    assert_eq!(seen.borrow().len(), 1);
+    assert!(
+        seen.borrow()[0].correlation.is_some(),
+        "the request came back first"
+    );
+    node.handle_timeout(T0 + Duration::from_secs(5));
+    settle(&mut node, T0 + Duration::from_secs(5));
+    let seen = seen.borrow().clone();
+    assert_eq!(seen.len(), 2);
+    assert!(
+        seen.iter()
+            .all(|s| s.bounce == Some(BounceReason::NoHandler))
+    );
+    let detail = seen[1].detail.clone().unwrap_or_default();
+    assert!(detail.contains("handler_wait"), "{detail}");
+    assert!(node.is_idle());
+    assert_accounted(&node);
+}
+
+#[test]
+fn draining_bounces_what_waits_for_a_handler() {
+    let seen = log();
+    let mut node = waiting_node(
+        Duration::from_secs(5),
+        vec![Action::Send("never.there")],
+        &seen,
+    );
+    node.drain(T0);
+    settle(&mut node, T0);
+    assert_eq!(seen.borrow().len(), 1);
+    assert_eq!(node.awaiting_handler(), 0);
     assert_accounted(&node);
 }
 
