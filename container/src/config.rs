@@ -72,7 +72,10 @@ pub struct DiscoveryConfig {
     #[serde(default)]
     pub app_endpoint: Option<String>,
     /// SWIM's probe period.
-    #[serde(default = "DiscoveryConfig::default_probe_period", with = "humantime_serde")]
+    #[serde(
+        default = "DiscoveryConfig::default_probe_period",
+        with = "humantime_serde"
+    )]
     pub probe_period: Duration,
     /// The version advertised with every name this node handles.
     #[serde(default = "DiscoveryConfig::default_version")]
@@ -442,7 +445,9 @@ fn resolve(address: &str) -> Result<std::net::SocketAddr, String> {
         Ok(mut found) => found
             .next()
             .ok_or_else(|| format!("{address:?} resolves to no address")),
-        Err(error) => Err(format!("{address:?} is not HOST:PORT or does not resolve: {error}")),
+        Err(error) => Err(format!(
+            "{address:?} is not HOST:PORT or does not resolve: {error}"
+        )),
     }
 }
 
@@ -461,8 +466,14 @@ impl DiscoveryConfig {
         };
         if advertise.ip().is_unspecified() || advertise.port() == 0 {
             return Err(error(
-                if self.advertise.is_some() { "advertise" } else { "listen" },
-                format!("{advertise} cannot be reached by others; set discovery.advertise to this node's address"),
+                if self.advertise.is_some() {
+                    "advertise"
+                } else {
+                    "listen"
+                },
+                format!(
+                    "{advertise} cannot be reached by others; set discovery.advertise to this node's address"
+                ),
             ));
         }
         let seeds = self
@@ -473,7 +484,10 @@ impl DiscoveryConfig {
             .collect::<Result<Vec<_>, _>>()?;
         let key = match (&self.cluster_key, &self.cluster_key_file) {
             (Some(_), Some(_)) => {
-                return Err(error("cluster_key", "set cluster_key or cluster_key_file, not both".into()));
+                return Err(error(
+                    "cluster_key",
+                    "set cluster_key or cluster_key_file, not both".into(),
+                ));
             }
             (None, None) => {
                 return Err(error(
@@ -484,7 +498,10 @@ impl DiscoveryConfig {
             (Some(key), None) => key.as_bytes().to_vec(),
             (None, Some(path)) => {
                 let mut bytes = std::fs::read(path).map_err(|e| {
-                    error("cluster_key_file", format!("cannot read {}: {e}", path.display()))
+                    error(
+                        "cluster_key_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
                 })?;
                 if bytes.last() == Some(&b'\n') {
                     bytes.pop();

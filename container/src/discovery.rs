@@ -53,8 +53,10 @@ fn advertised_endpoint(resolved: &Resolved, bound: &str) -> String {
         return bound.to_owned();
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let unspecified =
-        host == "*" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified());
+    let unspecified = host == "*"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_unspecified());
     if !unspecified {
         return bound.to_owned();
     }
@@ -81,7 +83,10 @@ impl Discovery {
                     resolved.listen
                 )
             } else {
-                format!("discovery.listen = {}: cannot bind: {error}", resolved.listen)
+                format!(
+                    "discovery.listen = {}: cannot bind: {error}",
+                    resolved.listen
+                )
             }
         })?;
         socket
@@ -178,13 +183,8 @@ impl Discovery {
         let mut failed = Vec::new();
         while let Some(event) = self.membership.poll_event() {
             match &event {
-                Event::Up(member) | Event::Changed { after: member, .. } => {
-                    tracing::info!(node = member.meta.node, addr = %member.addr, endpoint = %member.meta.app_endpoint, "member up");
-                    if let Err(error) = transport.connect(member.node(), &member.meta.app_endpoint)
-                    {
-                        tracing::warn!(node = member.meta.node, %error, "cannot connect to member");
-                    }
-                }
+                Event::Up(member) => connect(transport, member, "member up"),
+                Event::Changed { after, .. } => connect(transport, after, "member changed"),
                 Event::Down(member) => {
                     tracing::info!(node = member.meta.node, "member down");
                     failed.extend(transport.disconnect(member.node()));
@@ -234,5 +234,13 @@ impl Discovery {
             changes: stats.changes,
             downs: stats.downs,
         }
+    }
+}
+
+/// Connects to a member's app endpoint (again, if it moved).
+fn connect(transport: &mut ZmqTransport, member: &exchange_discovery::Member, what: &str) {
+    tracing::info!(node = member.meta.node, addr = %member.addr, endpoint = %member.meta.app_endpoint, "{what}");
+    if let Err(error) = transport.connect(member.node(), &member.meta.app_endpoint) {
+        tracing::warn!(node = member.meta.node, %error, "cannot connect to member");
     }
 }

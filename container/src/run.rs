@@ -106,17 +106,14 @@ pub fn run(
     let mut discovery = None;
     flush(&mut node, &mut transport, &mut discovery, clock.now());
     if let Some(resolved) = &resolved {
-        let app_endpoint = transport.app_endpoint().unwrap_or_else(|| run.listen.clone());
+        let app_endpoint = transport
+            .app_endpoint()
+            .unwrap_or_else(|| run.listen.clone());
         let control_endpoint = transport
             .control_endpoint()
             .unwrap_or_else(|| run.control.clone());
-        let mut joined = Discovery::bind(
-            resolved,
-            &node,
-            life(),
-            &app_endpoint,
-            &control_endpoint,
-        )?;
+        let mut joined =
+            Discovery::bind(resolved, &node, life(), &app_endpoint, &control_endpoint)?;
         joined.start(clock.now());
         tracing::info!(listen = %resolved.listen, advertise = %resolved.advertise, seeds = ?resolved.seeds, "discovery started");
         discovery = Some(joined);

@@ -144,7 +144,13 @@ pub fn render(status: &control::NodeStatus) -> String {
             members.join(" "),
             d.datagrams_in,
             d.datagrams_out,
-            reasons(&d.refused.iter().filter(|(_, n)| **n > 0).map(|(r, n)| (r.clone(), *n)).collect()),
+            reasons(
+                &d.refused
+                    .iter()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(r, n)| (r.clone(), *n))
+                    .collect()
+            ),
             d.malformed
         );
     }

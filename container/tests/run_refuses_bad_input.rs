@@ -1,7 +1,9 @@
 //! `exchange run` against bad input: garbage frames straight at the app socket
 //! are counted as `malformed` and the container keeps serving; an oversize
 //! payload is refused at the sender with `TooLarge`; a port already in use and a
-//! malformed or unresolvable endpoint are clear errors.
+//! malformed or unresolvable endpoint are clear errors, and so are bad
+//! `[discovery]` settings (no or a short cluster key, a seed that does not
+//! resolve, an address others cannot reach).
 
 mod cluster;
 
@@ -133,4 +135,34 @@ fn malformed_and_unresolvable_endpoints_are_clear_errors() {
     let unresolvable_line = unresolvable.lines().next().unwrap_or_default().to_owned();
     assert!(unresolvable_line.starts_with("exchange: config [FILE]: peer[0].endpoint = \"tcp://no-such-host.invalid:7000\": host \"no-such-host.invalid\" does not resolve"), "{unresolvable}");
     insta::assert_snapshot!([malformed, no_port, duplicate, missing].join(""));
+}
+
+#[test]
+fn bad_discovery_settings_are_clear_errors() {
+    let run =
+        "[run]\nnode_id = 1\nlisten = \"tcp://127.0.0.1:0\"\ncontrol = \"tcp://127.0.0.1:0\"\n";
+    let with = |discovery: &str| run_error(&format!("{run}{COMPONENT}[discovery]\n{discovery}"));
+    let no_key = with("listen = \"127.0.0.1:0\"\nadvertise = \"127.0.0.1:7301\"\n");
+    let short_key = with("listen = \"127.0.0.1:7301\"\ncluster_key = \"short\"\n");
+    let unspecified = with("listen = \"0.0.0.0:7301\"\ncluster_key = \"0123456789abcdef\"\n");
+    let no_port = with(
+        "listen = \"127.0.0.1:7301\"\nseeds = [\"127.0.0.1\"]\ncluster_key = \"0123456789abcdef\"\n",
+    );
+    let unresolvable = with(
+        "listen = \"127.0.0.1:7301\"\nseeds = [\"no-such-host.invalid:7301\"]\ncluster_key = \"0123456789abcdef\"\n",
+    );
+    let unresolvable_line = unresolvable.lines().next().unwrap_or_default().to_owned();
+    assert!(
+        unresolvable_line.starts_with(
+            "exchange: config [FILE]: discovery.seeds[0]: \"no-such-host.invalid:7301\""
+        ),
+        "{unresolvable}"
+    );
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let in_use = with(&format!(
+        "listen = \"127.0.0.1:{port}\"\ncluster_key = \"0123456789abcdef\"\n"
+    ))
+    .replace(&port.to_string(), "[PORT]");
+    insta::assert_snapshot!([no_key, short_key, unspecified, no_port, in_use].join(""));
 }

@@ -19,6 +19,7 @@
 mod faults;
 mod net;
 mod run;
+pub mod swim;
 
 pub use faults::{Fault, Faults};
 pub use net::{NetCounts, NetParams};

@@ -64,6 +64,14 @@ pub const WATCHER_B: Member = Member {
     subscribes: POSTED,
     settings: WATCHING,
 };
+pub const WATCHER_C: Member = Member {
+    name: "watcher-c",
+    kind: "loadgen",
+    id: 6,
+    handles: &[],
+    subscribes: POSTED,
+    settings: WATCHING,
+};
 pub const APP: [Member; 3] = [STORE, FEED, LOADGEN];
 
 /// Process tests run one at a time: several clusters at once on a small machine
@@ -77,6 +85,16 @@ pub struct Cluster {
     children: Vec<(Member, Child)>,
     /// Loopback TCP ports (app, control) per member id, when not on ipc.
     tcp_ports: Option<Vec<(u64, u16, u16)>>,
+    /// With discovery instead of static peers: each member's UDP port, and
+    /// the members each announces itself to.
+    discovery: Option<Vec<(u64, u16)>>,
+    seeds: Vec<Member>,
+}
+
+/// A loopback UDP port nothing is bound to right now.
+fn free_udp_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("a free port");
+    socket.local_addr().expect("bound").port()
 }
 
 /// A loopback port nothing listens on right now.
@@ -104,7 +122,33 @@ impl Cluster {
             members: members.to_vec(),
             children: Vec::new(),
             tcp_ports: None,
+            discovery: None,
+            seeds: Vec::new(),
         }
+    }
+
+    /// A cluster whose members find each other through discovery, announcing
+    /// themselves to `seeds` (no static peers).
+    pub fn discovering(members: &[Member], seeds: &[Member]) -> Cluster {
+        let mut cluster = Cluster::of_tcp(members);
+        cluster.discovery = Some(members.iter().map(|m| (m.id, free_udp_port())).collect());
+        cluster.seeds = seeds.to_vec();
+        cluster
+    }
+
+    /// Announce to `seeds` from now on (for members started later).
+    pub fn set_seeds(&mut self, seeds: &[Member]) {
+        self.seeds = seeds.to_vec();
+    }
+
+    /// The member's discovery address.
+    pub fn discovery_addr(&self, member: Member) -> String {
+        let ports = self.discovery.as_ref().expect("a discovering cluster");
+        let (_, port) = ports
+            .iter()
+            .find(|(id, _)| *id == member.id)
+            .expect("a member of the cluster");
+        format!("127.0.0.1:{port}")
     }
 
     /// The same over loopback TCP instead of ipc.
@@ -153,6 +197,16 @@ impl Cluster {
             settings = member.settings,
         );
         toml.push_str(extra);
+        if self.discovery.is_some() {
+            let seeds: Vec<String> = self.seeds.iter().map(|s| self.discovery_addr(*s)).collect();
+            toml.push_str(&format!(
+                "\n[discovery]\nlisten = {:?}\nseeds = {seeds:?}\ncluster_key = \"test-cluster-key-0123456789\"\nprobe_period = \"200ms\"\n",
+                self.discovery_addr(member),
+            ));
+            let path = self.dir.path().join(format!("{}.toml", member.name));
+            std::fs::write(&path, toml).expect("config written");
+            return path;
+        }
         for peer in self.members.iter().filter(|peer| **peer != member) {
             toml.push_str(&format!(
                 "\n[[peer]]\nnode_id = {}\nendpoint = {:?}\nhandles = {:?}\nsubscribes = {:?}\n",

@@ -14,6 +14,12 @@
 //!   on probes, each node passing on what is new to it), is re-broadcast every
 //!   [`Settings::meta_refresh`] against losses, and is pulled straight from a
 //!   member that came up before its metadata arrived;
+//! - anti-entropy: every probe period a node sends one random member a Bloom
+//!   filter of the members it knows, and gets back the live members it lacks
+//!   (up to [`SYNC_MEMBERS`]); members it had never heard of join its view.
+//!   Gossip alone can miss a few members when hundreds join at once (each
+//!   update is passed on a bounded number of times); this closes such gaps
+//!   within a few periods;
 //! - a node that knows no live member announces itself to its seeds, again and
 //!   again with back-off (doubling up to [`Settings::seed_retry_max`]), until one
 //!   answers; seeds are ordinary members;
@@ -29,7 +35,8 @@ use std::num::NonZeroU32;
 use std::rc::Rc;
 use std::time::Duration;
 
-use exchange_idl::exchange::v1::discovery as wire;
+/// The metadata's wire types (`exchange.v1.discovery`).
+pub use exchange_idl::exchange::v1::discovery as wire;
 use exchange_runtime::{NodeId, Time};
 use foca::{AccumulatingRuntime, BroadcastHandler, Config, Foca, Invalidates, OwnedNotification};
 use prost::Message as _;
@@ -43,6 +50,83 @@ use crate::seal::{self, ClusterKey, Opener, Refusal};
 const KIND_SWIM: u8 = 1;
 const KIND_PULL: u8 = 2;
 const KIND_META: u8 = 3;
+const KIND_SYNC_ASK: u8 = 4;
+const KIND_SYNC: u8 = 5;
+
+/// Live members listed per anti-entropy answer at most (fewer if they do not
+/// fit one datagram).
+const SYNC_MEMBERS: usize = 64;
+
+/// A Bloom filter of discovery addresses (anti-entropy: "these I know").
+/// Four hash functions by double hashing, ~10 bits per member: about 1% false
+/// positives while it fits a datagram (about 1,000 members), more beyond; a
+/// fresh seed per request means a member missed once is found the next time.
+struct Bloom {
+    seed: u64,
+    bits: Vec<u8>,
+}
+
+impl Bloom {
+    const HASHES: u64 = 4;
+    const BYTES_MAX: usize = DATAGRAM_BYTES_MAX - OVERHEAD - 8;
+
+    fn of(seed: u64, addrs: &[SocketAddr]) -> Bloom {
+        let bytes = (addrs.len() * 10).div_ceil(8).clamp(32, Bloom::BYTES_MAX);
+        let mut bloom = Bloom {
+            seed,
+            bits: vec![0; bytes],
+        };
+        for addr in addrs {
+            for bit in bloom.positions(*addr) {
+                bloom.bits[bit / 8] |= 1 << (bit % 8);
+            }
+        }
+        bloom
+    }
+
+    fn positions(&self, addr: SocketAddr) -> impl Iterator<Item = usize> + use<> {
+        let key = match addr {
+            SocketAddr::V4(v4) => u64::from(u32::from(*v4.ip())) << 16 | u64::from(v4.port()),
+            SocketAddr::V6(v6) => {
+                let ip = u128::from(*v6.ip());
+                (ip as u64) ^ ((ip >> 64) as u64).rotate_left(17) ^ u64::from(v6.port())
+            }
+        };
+        let hash = splitmix(key ^ self.seed);
+        let (h1, h2) = (hash & 0xffff_ffff, (hash >> 32) | 1);
+        let bits = (self.bits.len() * 8) as u64;
+        (0..Bloom::HASHES).map(move |i| (h1.wrapping_add(i.wrapping_mul(h2)) % bits) as usize)
+    }
+
+    fn contains(&self, addr: SocketAddr) -> bool {
+        self.positions(addr)
+            .all(|bit| self.bits[bit / 8] & (1 << (bit % 8)) != 0)
+    }
+
+    fn encode(&self) -> Vec<u8> {
+        let mut body = self.seed.to_be_bytes().to_vec();
+        body.extend_from_slice(&self.bits);
+        body
+    }
+
+    fn decode(body: &[u8]) -> Option<Bloom> {
+        if body.len() < 8 + 1 || body.len() > 8 + Bloom::BYTES_MAX {
+            return None;
+        }
+        let (seed, bits) = body.split_at(8);
+        Some(Bloom {
+            seed: u64::from_be_bytes(seed.try_into().ok()?),
+            bits: bits.to_vec(),
+        })
+    }
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
 
 /// The largest datagram sent, seal included: fits an Ethernet MTU with IPv6 and
 /// UDP headers.
@@ -171,6 +255,7 @@ impl Settings {
             }),
             max_packet_size: std::num::NonZeroUsize::new(DATAGRAM_BYTES_MAX - OVERHEAD)
                 .expect("positive"),
+            max_transmissions: retransmissions(members),
             ..Config::new_lan(size)
         }
     }
@@ -200,9 +285,9 @@ pub enum Event {
     /// A routable member's metadata changed.
     Changed {
         /// What it was.
-        before: Member,
+        before: Box<Member>,
         /// What it is.
-        after: Member,
+        after: Box<Member>,
     },
     /// A member stopped being routable: declared down, left, or replaced by a
     /// new life.
@@ -258,6 +343,9 @@ pub struct MembershipStats {
 #[derive(Debug, Default)]
 struct Store {
     this: u64,
+    /// This node's current life: metadata of this node id under another life
+    /// is a conflict (two processes configured with one id).
+    life: u64,
     metas: FxHashMap<u64, wire::Member>,
     /// Nodes whose metadata changed since the membership last looked.
     changed: Vec<u64>,
@@ -269,7 +357,10 @@ impl Store {
     /// Keeps `meta` if it is newer than what is known; returns whether it was.
     fn offer(&mut self, meta: wire::Member) -> bool {
         if meta.node == self.this {
-            self.conflicts += 1;
+            // Its own metadata coming back through gossip is not news.
+            if meta.life != self.life {
+                self.conflicts += 1;
+            }
             return false;
         }
         let newer = self
@@ -385,6 +476,7 @@ impl Membership {
         };
         let store = Rc::new(RefCell::new(Store {
             this: settings.node.0,
+            life: settings.life,
             ..Store::default()
         }));
         let swim = Foca::with_custom_broadcast(
@@ -500,6 +592,17 @@ impl Membership {
                 if !self.left {
                     let meta = self.local.encode_to_vec();
                     self.send(now, from, KIND_META, &meta);
+                }
+            }
+            Some((&KIND_SYNC_ASK, filter)) => match Bloom::decode(filter) {
+                Some(filter) if !self.left => self.answer_sync(now, from, &filter),
+                Some(_) => {}
+                None => self.stats.malformed += 1,
+            },
+            Some((&KIND_SYNC, list)) => {
+                match postcard::from_bytes::<Vec<foca::Member<Identity>>>(list) {
+                    Ok(members) => self.learn(members),
+                    Err(_) => self.stats.malformed += 1,
                 }
             }
             Some((&KIND_META, meta)) => match wire::Member::decode(meta) {
@@ -631,6 +734,9 @@ impl Membership {
         for id in missing {
             self.pull(now, &id);
         }
+        if self.active && !self.left {
+            self.sync(now);
+        }
         if now >= self.next_refresh && !self.left {
             self.next_refresh = now + self.settings.meta_refresh;
             self.broadcast_meta();
@@ -644,6 +750,73 @@ impl Membership {
         if members >= self.sized_for * 2 || members * 2 <= self.sized_for {
             self.sized_for = members;
             let _ = self.swim.set_config(self.settings.foca_config(members));
+        }
+    }
+
+    /// Asks one random live member for the live members this node lacks,
+    /// sending a Bloom filter of the members it knows.
+    fn sync(&mut self, now: Time) {
+        let known: Vec<SocketAddr> = self
+            .swim
+            .iter_membership_state()
+            .map(|member| member.id().addr)
+            .chain(std::iter::once(self.settings.addr))
+            .collect();
+        let live: Vec<SocketAddr> = self
+            .swim
+            .iter_membership_state()
+            .filter(|member| member.state() != foca::State::Down)
+            .map(|member| member.id().addr)
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let to = live[self.rng.next_u32() as usize % live.len()];
+        let filter = Bloom::of(self.rng.next_u64(), &known);
+        self.send(now, to, KIND_SYNC_ASK, &filter.encode());
+    }
+
+    /// Answers a sync request: the live members (this node included) that the
+    /// asker's filter does not hold, as many as fit one datagram.
+    fn answer_sync(&mut self, now: Time, from: SocketAddr, filter: &Bloom) {
+        let this = foca::Member::alive(self.swim.identity().clone());
+        let mut missing: Vec<foca::Member<Identity>> = std::iter::once(&this)
+            .chain(self.swim.iter_membership_state())
+            .filter(|member| member.state() != foca::State::Down)
+            .filter(|member| !filter.contains(member.id().addr))
+            .take(SYNC_MEMBERS)
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let body = loop {
+            let Ok(body) = postcard::to_allocvec(&missing) else {
+                return;
+            };
+            if body.len() + OVERHEAD <= DATAGRAM_BYTES_MAX || missing.len() <= 1 {
+                break body;
+            }
+            missing.truncate(missing.len() * 3 / 4);
+        };
+        self.send(now, from, KIND_SYNC, &body);
+    }
+
+    /// Takes in the members of a sync that this node has never heard of.
+    fn learn(&mut self, members: Vec<foca::Member<Identity>>) {
+        let known: rustc_hash::FxHashSet<SocketAddr> = self
+            .swim
+            .iter_membership_state()
+            .map(|member| member.id().addr)
+            .collect();
+        let own = self.settings.addr;
+        let new = members.into_iter().filter(|member| {
+            member.state() != foca::State::Down
+                && member.id().addr != own
+                && !known.contains(&member.id().addr)
+        });
+        if self.swim.apply_many(new, false, &mut self.runtime).is_err() {
+            self.stats.malformed += 1;
         }
     }
 
@@ -759,6 +932,7 @@ impl Membership {
                     // metadata follows it.
                     self.local.life = id.life;
                     self.local.version += 1;
+                    self.store.borrow_mut().life = id.life;
                     self.broadcast_meta();
                 }
                 OwnedNotification::Defunct => {}
@@ -809,7 +983,10 @@ impl Membership {
                     self.stats.changes += 1;
                     let before = before.clone();
                     self.routable.insert(node, after.clone());
-                    self.events.push_back(Event::Changed { before, after });
+                    self.events.push_back(Event::Changed {
+                        before: Box::new(before),
+                        after: Box::new(after),
+                    });
                 }
             }
             (Some(_), None) => {
@@ -819,6 +996,14 @@ impl Membership {
             }
         }
     }
+}
+
+/// How many times each update is piggybacked: memberlist's `4 × log10(n + 1)`,
+/// but never fewer than 6, so that the join of a small cluster growing fast
+/// (everyone starting at once) is not told to too few.
+fn retransmissions(members: usize) -> std::num::NonZeroU8 {
+    let scaled = (4.0 * ((members + 1) as f64).log10()).ceil() as u8;
+    std::num::NonZeroU8::new(scaled.max(6)).expect("at least 6")
 }
 
 fn check_size(meta: &wire::Member) -> Result<(), MetaTooLarge> {
