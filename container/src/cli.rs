@@ -59,6 +59,11 @@ struct SimArgs {
     /// Also write every run as JSON (with its trace hash) to this file.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Where routes come from: `discovery` (the membership over simulated
+    /// datagrams, as in production) or `static` (everyone knows everyone's
+    /// names from the start).
+    #[arg(long, value_enum, default_value = "discovery")]
+    routes: crate::sim::Routes,
     /// Instead of simulating, feed a recording (`exchange dev --record`) to
     /// fresh nodes of the same app, input by input, and check that every node
     /// emits what it emitted when recorded.
@@ -168,6 +173,7 @@ fn run_sim(args: SimArgs, registry: &Registry) -> i32 {
         run_for: args.run_for,
         faults: args.faults,
         config: args.config.clone(),
+        routes: args.routes,
     };
     let (records, passed) = crate::sim::run_plan(&app, registry, &plan);
     if let Some(path) = &args.report

@@ -78,16 +78,56 @@ pub struct SimPlan {
     pub faults: Faults,
     /// The config file, if not the example app (for the replay command).
     pub config: Option<std::path::PathBuf>,
+    /// Where routes come from.
+    pub routes: Routes,
+}
+
+/// Where a simulated node's routes come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Routes {
+    /// Discovery: every node runs the membership over simulated datagrams
+    /// (the same code as `exchange run` over UDP), seeded from the first node.
+    Discovery,
+    /// Static: every node knows every other's names from the start (as with
+    /// `[[peer]]` in config).
+    Static,
+}
+
+impl Routes {
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Routes::Discovery => "discovery",
+            Routes::Static => "static",
+        }
+    }
+}
+
+/// The simulator's options for one seed of `plan` (the probe period from the
+/// app's `[discovery]`, else the default).
+pub fn options(app: &AppConfig, plan: &SimPlan, seed: u64) -> SimOptions {
+    let options = SimOptions::new(seed, plan.run_for, plan.faults);
+    match plan.routes {
+        Routes::Static => options,
+        Routes::Discovery => {
+            let probe = app
+                .discovery
+                .as_ref()
+                .map_or(Duration::from_millis(500), |d| d.probe_period);
+            options.with_discovery(probe)
+        }
+    }
 }
 
 impl SimPlan {
     /// The command that runs `seed` again, exactly.
     pub fn replay_command(&self, seed: u64) -> String {
         let mut command = format!(
-            "exchange sim --seed {seed} --nodes {} --for {} --faults {}",
+            "exchange sim --seed {seed} --nodes {} --for {} --faults {} --routes {}",
             self.nodes,
             humantime::format_duration(self.run_for),
-            self.faults
+            self.faults,
+            self.routes.name(),
         );
         if let Some(config) = &self.config {
             let _ = write!(command, " --config {}", config.display());
@@ -128,6 +168,8 @@ pub struct RunRecord {
     pub partitions: u64,
     /// Frames: sent, duplicated, delivered, lost, cut, to a down node, refused.
     pub frames: serde_json::Value,
+    /// Discovery datagrams: sent, bytes, delivered, lost, cut, to a down node.
+    pub datagrams: serde_json::Value,
     /// The command that replays this run.
     pub replay: String,
 }
@@ -158,6 +200,13 @@ impl RunRecord {
                 "lost": net.lost, "cut": net.cut, "to_down": net.to_down,
                 "refused_full": net.refused_full, "refused_down": net.refused_down,
             }),
+            datagrams: {
+                let d = &report.datagrams;
+                serde_json::json!({
+                    "sent": d.sent, "bytes": d.bytes, "delivered": d.delivered,
+                    "lost": d.lost, "cut": d.cut, "to_down": d.to_down,
+                })
+            },
             replay: plan.replay_command(report.seed),
         }
     }
@@ -176,7 +225,7 @@ pub fn summary(report: &SimReport, wall: Duration) -> String {
         ),
     };
     format!(
-        "seed {}: {verdict}\n  {:.1} s virtual in {:.2} s wall, {} nodes, faults {}; {} handled, {} bounced, {} dropped, {} lost with crashed nodes; frames {} sent, {} delivered, {} lost, {} cut, {} duplicated, {} to a down node, {} refused; {} crashes, {} partitions; trace {:016x}",
+        "seed {}: {verdict}\n  {:.1} s virtual in {:.2} s wall, {} nodes, faults {}; {} handled, {} bounced, {} dropped, {} lost with crashed nodes; frames {} sent, {} delivered, {} lost, {} cut, {} duplicated, {} to a down node, {} refused; discovery datagrams {} sent, {} delivered; {} crashes, {} partitions; trace {:016x}",
         report.seed,
         report.virtual_time.as_secs_f64(),
         wall.as_secs_f64(),
@@ -193,6 +242,8 @@ pub fn summary(report: &SimReport, wall: Duration) -> String {
         net.duplicated,
         net.to_down,
         net.refused_full + net.refused_down,
+        report.datagrams.sent,
+        report.datagrams.delivered,
         report.crashes,
         report.partitions,
         report.trace_hash,
@@ -206,7 +257,7 @@ pub fn run_plan(app: &AppConfig, registry: &Registry, plan: &SimPlan) -> (Vec<Ru
     let mut records = Vec::new();
     let mut failed = Vec::new();
     for seed in first..=last {
-        let options = SimOptions::new(seed, plan.run_for, plan.faults);
+        let options = options(app, plan, seed);
         let started = Instant::now();
         let report = run_seed(app, registry, plan.nodes, &options);
         let wall = started.elapsed();

@@ -22,8 +22,8 @@ mod run;
 pub mod swim;
 
 pub use faults::{Fault, Faults};
-pub use net::{NetCounts, NetParams};
-pub use run::{Builder, Life, SimOptions, SimReport, Violation, run};
+pub use net::{DatagramCounts, NetCounts, NetParams};
+pub use run::{Builder, Life, SimDiscovery, SimOptions, SimReport, Violation, run};
 
 /// SplitMix64's finaliser: spreads a seed or id over all 64 bits.
 pub(crate) fn mix(mut x: u64) -> u64 {

@@ -140,11 +140,34 @@ fn link(a: NodeId, b: NodeId) -> (u64, u64) {
     (a.0.min(b.0), a.0.max(b.0))
 }
 
+/// A discovery datagram on its way: (arrival, sequence, from, to, bytes).
+pub(crate) type Datagram = (Time, u64, NodeId, NodeId, Vec<u8>);
+
+/// Where discovery datagrams went (UDP: no queue refusals, no accounting
+/// promise beyond these counters).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DatagramCounts {
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Delivered to a running node.
+    pub delivered: u64,
+    /// Lost to the loss fault.
+    pub lost: u64,
+    /// Lost on a cut link.
+    pub cut: u64,
+    /// Arrived at a crashed node.
+    pub to_down: u64,
+}
+
 pub(crate) struct Network {
     /// Derives each link's base latency (no table: any number of nodes).
     latency_seed: u64,
     pub(crate) params: NetParams,
     in_flight: BinaryHeap<Reverse<Frame>>,
+    datagrams: BinaryHeap<Reverse<Datagram>>,
+    pub(crate) datagram_counts: DatagramCounts,
     queued: FxHashMap<(u64, u64), usize>,
     cut: FxHashSet<(u64, u64)>,
     seq: u64,
@@ -157,6 +180,8 @@ impl Network {
             latency_seed,
             params,
             in_flight: BinaryHeap::new(),
+            datagrams: BinaryHeap::new(),
+            datagram_counts: DatagramCounts::default(),
             queued: FxHashMap::default(),
             cut: FxHashSet::default(),
             seq: 0,
@@ -234,14 +259,60 @@ impl Network {
         Ok(())
     }
 
-    /// When the next frame arrives.
+    /// Sends a discovery datagram: the links' latency, loss and cuts apply as
+    /// to frames; nothing refuses it (UDP).
+    pub(crate) fn send_datagram(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        now: Time,
+        from: NodeId,
+        to: NodeId,
+        bytes: Vec<u8>,
+    ) {
+        let counts = &mut self.datagram_counts;
+        counts.sent += 1;
+        counts.bytes += bytes.len() as u64;
+        if self.cut.contains(&link(from, to)) {
+            counts.cut += 1;
+            return;
+        }
+        if self.params.loss > 0.0 && rng.random_bool(self.params.loss) {
+            counts.lost += 1;
+            return;
+        }
+        let mut latency = self.base_latency(from, to);
+        let jitter = self.params.jitter.as_micros() as u64;
+        if jitter > 0 {
+            latency += Duration::from_micros(rng.random_range(0..=jitter));
+        }
+        self.seq += 1;
+        let at = now + latency.max(Duration::from_micros(1));
+        self.datagrams
+            .push(Reverse((at, self.seq, from, to, bytes)));
+    }
+
+    /// The next datagram due by `now`.
+    pub(crate) fn pop_due_datagram(&mut self, now: Time) -> Option<Datagram> {
+        let Reverse(next) = self.datagrams.peek()?;
+        if next.0 > now {
+            return None;
+        }
+        self.datagrams.pop().map(|Reverse(datagram)| datagram)
+    }
+
+    /// When the next frame or datagram arrives.
     pub(crate) fn next_at(&self) -> Option<Time> {
-        self.in_flight.peek().map(|Reverse(frame)| frame.at)
+        let frame = self.in_flight.peek().map(|Reverse(frame)| frame.at);
+        let datagram = self.datagrams.peek().map(|Reverse(d)| d.0);
+        match (frame, datagram) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next frame due by `now`, taken off its link's queue.
     pub(crate) fn pop_due(&mut self, now: Time) -> Option<Frame> {
-        if self.next_at()? > now {
+        if self.in_flight.peek().map(|Reverse(frame)| frame.at)? > now {
             return None;
         }
         let Reverse(frame) = self.in_flight.pop()?;

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::hash::Hasher;
 use std::time::Duration;
 
+use exchange_discovery::{ClusterKey, Membership, Settings, routes};
 use exchange_runtime::{Event, NoStopwatch, Node, NodeId, Output, Time};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -13,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use rustc_hash::{FxHashSet, FxHasher};
 
 use crate::faults::{Fault, Faults};
-use crate::net::{NetCounts, NetParams, Network};
+use crate::net::{DatagramCounts, NetCounts, NetParams, Network};
 
 /// Virtual time starts here, so that clocks skewed backwards stay positive.
 const EPOCH: Time = Time::from_micros(1_000_000_000);
@@ -58,10 +59,21 @@ pub struct SimOptions {
     pub converge_max: Duration,
     /// The faults to inject.
     pub faults: Faults,
+    /// Routes from discovery (each node runs the membership over simulated
+    /// datagrams, as `exchange run` does over UDP), or `None`: static routes
+    /// (every node knows every other's names from the start).
+    pub discovery: Option<SimDiscovery>,
+}
+
+/// Discovery in a simulated run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SimDiscovery {
+    /// SWIM's probe period.
+    pub probe_period: Duration,
 }
 
 impl SimOptions {
-    /// A run of `safety` virtual time with `faults`, from `seed`.
+    /// A run of `safety` virtual time with `faults`, from `seed`, on static routes.
     pub fn new(seed: u64, safety: Duration, faults: Faults) -> SimOptions {
         SimOptions {
             seed,
@@ -69,7 +81,32 @@ impl SimOptions {
             recovery: Duration::from_secs(3),
             converge_max: Duration::from_secs(30),
             faults,
+            discovery: None,
         }
+    }
+
+    /// The same run with routes from discovery. Recovery after healing gets
+    /// longer: nodes declared down on the other side of a partition must find
+    /// each other again (they announce to down members every ten probe
+    /// periods) before requests between them succeed.
+    pub fn with_discovery(mut self, probe_period: Duration) -> SimOptions {
+        self.discovery = Some(SimDiscovery { probe_period });
+        self.recovery = self.recovery.max(probe_period * 12);
+        self
+    }
+}
+
+/// Where member `id`'s discovery listens in the simulation.
+fn sim_addr(id: NodeId) -> std::net::SocketAddr {
+    let low = u32::try_from(id.0 & 0x00ff_ffff).expect("24 bits");
+    std::net::SocketAddr::from((std::net::Ipv4Addr::from(0x0a00_0000 | low), 7946))
+}
+
+/// The member id behind a simulated discovery address.
+fn sim_id(addr: std::net::SocketAddr) -> Option<NodeId> {
+    match addr {
+        std::net::SocketAddr::V4(v4) => Some(NodeId(u64::from(u32::from(*v4.ip()) & 0x00ff_ffff))),
+        std::net::SocketAddr::V6(_) => None,
     }
 }
 
@@ -108,6 +145,8 @@ pub struct SimReport {
     pub lost_in_crash: u64,
     /// Where frames went.
     pub net: NetCounts,
+    /// Where discovery datagrams went (with discovery on).
+    pub datagrams: DatagramCounts,
     /// Crashes injected.
     pub crashes: u64,
     /// Partitions injected (isolations, splits and swizzles).
@@ -149,6 +188,8 @@ struct Member {
     /// The names its components handle, as its first life advertised them
     /// (routes to it do not depend on whether it is up, as with static peers).
     names: Vec<exchange_runtime::Name>,
+    /// Its membership, with discovery on (lost with the node in a crash).
+    membership: Option<Membership>,
 }
 
 impl Member {
@@ -234,6 +275,7 @@ pub fn run(build: &mut Builder<'_>, ids: &[NodeId], options: &SimOptions) -> Sim
             dropped: 0,
             lost_in_crash: 0,
             net: NetCounts::default(),
+            datagrams: DatagramCounts::default(),
             crashes: 0,
             partitions: 0,
             steps: 0,
@@ -301,20 +343,101 @@ impl Sim<'_, '_> {
                 touched: false,
                 wake: None,
                 retired: Retired::default(),
+                membership: None,
             });
         }
-        for index in 0..self.members.len() {
-            self.route_to_others(index);
+        if self.options.discovery.is_none() {
+            for index in 0..self.members.len() {
+                self.route_to_others(index);
+            }
         }
         for index in 0..self.members.len() {
             let local = self.members[index].local(self.now);
             if let Some(node) = self.members[index].node.as_mut() {
                 node.start(local);
             }
+            self.join(index);
             self.drain(index);
+            self.flush_membership(index);
             self.reschedule(index);
         }
         Ok(())
+    }
+
+    /// With discovery on, gives member `index`'s running node a membership
+    /// (a new life) and announces it to the first member, every node's seed.
+    fn join(&mut self, index: usize) {
+        let Some(discovery) = self.options.discovery.clone() else {
+            return;
+        };
+        let seed_addr = sim_addr(self.members[0].id);
+        let member = &mut self.members[index];
+        let Some(node) = member.node.as_ref() else {
+            return;
+        };
+        let id = member.id;
+        let mut settings = Settings::new(
+            id,
+            member.life + 1,
+            sim_addr(id),
+            ClusterKey::new(b"simulated cluster key").expect("long enough"),
+        );
+        settings.seeds = vec![seed_addr];
+        settings.probe_period = discovery.probe_period;
+        settings.probe_rtt = discovery.probe_period * 2 / 5;
+        settings.rng_seed = crate::mix(self.options.seed ^ crate::mix(id.0) ^ member.life);
+        let meta = routes::local_meta(
+            node,
+            "sim",
+            &format!("sim://n{}", id.0),
+            "",
+            "sim",
+            &format!("h{}", id.0),
+        );
+        let local = member.local(self.now);
+        match Membership::new(settings, meta) {
+            Ok(mut membership) => {
+                membership.start(local);
+                member.membership = Some(membership);
+                self.flush_membership(index);
+            }
+            Err(error) => self.violate("build", format!("n{}: {error}", id.0)),
+        }
+    }
+
+    /// Applies member `index`'s membership events to its node's routes and
+    /// sends its datagrams.
+    fn flush_membership(&mut self, index: usize) {
+        let from = self.members[index].id;
+        let local = self.members[index].local(self.now);
+        let member = &mut self.members[index];
+        let (Some(membership), Some(node)) = (member.membership.as_mut(), member.node.as_mut())
+        else {
+            return;
+        };
+        while let Some(event) = membership.poll_event() {
+            let (what, subject) = match &event {
+                exchange_discovery::Event::Up(m) => (1, m.meta.node),
+                exchange_discovery::Event::Changed { after, .. } => (2, after.meta.node),
+                exchange_discovery::Event::Down(m) => (3, m.meta.node),
+            };
+            self.hash
+                .write_u64(what ^ subject.rotate_left(8) ^ from.0.rotate_left(40));
+            routes::apply(node, local, membership.local(), &event);
+        }
+        let mut out = Vec::new();
+        while let Some(datagram) = membership.poll_transmit() {
+            out.push(datagram);
+        }
+        for datagram in out {
+            match sim_id(datagram.to) {
+                Some(to) => {
+                    self.net
+                        .send_datagram(&mut self.rng, self.now, from, to, datagram.bytes)
+                }
+                None => self.net.datagram_counts.lost += 1,
+            }
+        }
     }
 
     fn life(&mut self, incarnation: u64) -> Life {
@@ -395,15 +518,14 @@ impl Sim<'_, '_> {
                     .filter(|(_, n)| *n > 0)
                     .map(|(reason, n)| format!("{reason}={n}"))
                     .collect();
-                self.violate(
-                    "liveness",
-                    format!(
-                        "{component}@n{node} sent {} requests in the {:?} after healing and got no reply (bounces back: {})",
-                        sent - sent0,
-                        self.options.recovery,
-                        bounces.join(" "),
-                    ),
+                let detail = format!(
+                    "{component}@n{node} sent {} requests in the {:?} after healing and got no reply (bounces back: {}){}",
+                    sent - sent0,
+                    self.options.recovery,
+                    bounces.join(" "),
+                    self.memberships(),
                 );
+                self.violate("liveness", detail);
                 return;
             }
         }
@@ -446,6 +568,33 @@ impl Sim<'_, '_> {
                     busy.join(", ")
                 ),
             );
+        }
+    }
+
+    /// What each node's membership holds (with discovery on), for a report.
+    fn memberships(&self) -> String {
+        let views: Vec<String> = self
+            .members
+            .iter()
+            .filter_map(|m| {
+                let membership = m.membership.as_ref()?;
+                let known: Vec<String> = membership
+                    .members()
+                    .map(|member| format!("n{}/{}", member.meta.node, member.meta.life))
+                    .collect();
+                Some(format!(
+                    "n{}/{} knows [{}] ({} alive in SWIM)",
+                    m.id.0,
+                    membership.local().life,
+                    known.join(" "),
+                    membership.alive()
+                ))
+            })
+            .collect();
+        if views.is_empty() {
+            String::new()
+        } else {
+            format!("; membership: {}", views.join("; "))
         }
     }
 
@@ -520,6 +669,7 @@ impl Sim<'_, '_> {
         }
         self.report.virtual_time = self.elapsed();
         self.report.net = self.net.counts.clone();
+        self.report.datagrams = self.net.datagram_counts.clone();
         if let Some(violation) = self.report.violations.first() {
             self.hash.write(violation.check.as_bytes());
         }
@@ -624,6 +774,7 @@ impl Sim<'_, '_> {
                     return;
                 };
                 member.wake = None;
+                member.membership = None;
                 self.report.crashes += 1;
                 // What was queued is lost with the node; counted here.
                 for (component, _, _) in node.components() {
@@ -646,11 +797,15 @@ impl Sim<'_, '_> {
                         member.life = incarnation;
                         let local = member.local(self.now);
                         member.node = Some(node);
-                        self.route_to_others(index);
+                        if self.options.discovery.is_none() {
+                            self.route_to_others(index);
+                        }
                         if let Some(node) = self.members[index].node.as_mut() {
                             node.start(local);
                         }
+                        self.join(index);
                         self.drain(index);
+                        self.flush_membership(index);
                         self.reschedule(index);
                     }
                     Err(error) => self.violate("build", format!("restarting n{}: {error}", id.0)),
@@ -684,10 +839,15 @@ impl Sim<'_, '_> {
     /// virtual time) after anything that may have changed it.
     fn reschedule(&mut self, index: usize) {
         let member = &mut self.members[index];
-        let wake = member
-            .node
+        let node = member.node.as_ref().and_then(Node::poll_timeout);
+        let membership = member
+            .membership
             .as_ref()
-            .and_then(Node::poll_timeout)
+            .and_then(Membership::poll_timeout);
+        let wake = [node, membership]
+            .into_iter()
+            .flatten()
+            .min()
             .map(|deadline| member.global(deadline));
         if wake != member.wake {
             member.wake = wake;
@@ -738,6 +898,9 @@ impl Sim<'_, '_> {
                 return;
             }
         }
+        while let Some(datagram) = self.net.pop_due_datagram(now) {
+            self.deliver_datagram(datagram);
+        }
         // Every live node with something due (a frame just delivered, work
         // queued, a timer or deadline): timers and deadlines, then one turn of
         // handlers. The others have nothing to do and did not change.
@@ -757,6 +920,12 @@ impl Sim<'_, '_> {
         for index in visit {
             let local = self.members[index].local(now);
             self.members[index].touched = false;
+            if let Some(membership) = self.members[index].membership.as_mut()
+                && membership.poll_timeout().is_some_and(|t| t <= local)
+            {
+                membership.handle_timeout(local);
+            }
+            self.flush_membership(index);
             let Some(node) = self.members[index].node.as_mut() else {
                 continue;
             };
@@ -765,6 +934,7 @@ impl Sim<'_, '_> {
             }
             node.run(local, &mut NoStopwatch);
             self.drain(index);
+            self.flush_membership(index);
             self.reschedule(index);
             if let Some(node) = self.members[index].node.as_ref()
                 && let Err(detail) = node.audit()
@@ -809,6 +979,29 @@ impl Sim<'_, '_> {
         };
         if self.now != now {
             self.same_instant = 0;
+        }
+    }
+
+    fn deliver_datagram(&mut self, datagram: crate::net::Datagram) {
+        let (at, _, from, to, bytes) = datagram;
+        self.hash.write_u64(at.as_micros() ^ 0xd6);
+        self.hash.write_u64(from.0 ^ to.0.rotate_left(32));
+        self.hash.write_usize(bytes.len());
+        let Some(index) = self.index(to) else {
+            self.net.datagram_counts.to_down += 1;
+            return;
+        };
+        let local = self.members[index].local(at.max(self.now));
+        let member = &mut self.members[index];
+        let Some(membership) = member.membership.as_mut() else {
+            self.net.datagram_counts.to_down += 1;
+            return;
+        };
+        self.net.datagram_counts.delivered += 1;
+        membership.handle_datagram(local, sim_addr(from), &bytes);
+        if !member.touched {
+            member.touched = true;
+            self.touched.push(index);
         }
     }
 
@@ -891,6 +1084,13 @@ impl Sim<'_, '_> {
                 }
                 Output::Event(Event::Interest { name, subscribed }) => {
                     self.hash.write(name.as_bytes());
+                    if let Some(membership) = self.members[index].membership.as_mut() {
+                        // Discovery advertises it.
+                        let _ = membership.update_meta(local, |meta| {
+                            routes::note_interest(meta, name.as_str(), subscribed);
+                        });
+                        continue;
+                    }
                     for member in self.members.iter_mut().filter(|m| m.id != from) {
                         if let Some(node) = member.node.as_mut() {
                             node.router_mut()

@@ -22,7 +22,9 @@
 //!   within a few periods;
 //! - a node that knows no live member announces itself to its seeds, again and
 //!   again with back-off (doubling up to [`Settings::seed_retry_max`]), until one
-//!   answers; seeds are ordinary members;
+//!   answers; seeds are ordinary members. A node in a cluster announces to one
+//!   seed that is not a live member every four probe periods, so that a cluster
+//!   split in two merges again through its seeds;
 //! - a restarted node comes back under a new life (foca's identity renewal);
 //!   its old life goes down and the new one up;
 //! - [`Membership::leave`] marks the metadata `leaving` (others drop the node at
@@ -442,6 +444,7 @@ pub struct Membership {
     next_seed_at: Option<Time>,
     next_tick: Time,
     next_refresh: Time,
+    next_seed_check: Time,
     pulled_at: FxHashMap<u64, Time>,
     load: u32,
     load_pending: Option<u32>,
@@ -506,6 +509,7 @@ impl Membership {
             next_seed_at: None,
             next_tick: Time::ZERO,
             next_refresh: Time::ZERO,
+            next_seed_check: Time::ZERO,
             pulled_at: FxHashMap::default(),
             load: 0,
             load_pending: None,
@@ -724,6 +728,10 @@ impl Membership {
         if !self.active && !self.left && self.next_seed_at.is_some_and(|at| now >= at) {
             self.announce_to_seeds(now);
         }
+        if self.active && !self.left && now >= self.next_seed_check {
+            self.next_seed_check = now + self.settings.probe_period * 4;
+            self.announce_to_a_missing_seed();
+        }
         let missing: Vec<Identity> = self
             .alive
             .values()
@@ -859,6 +867,32 @@ impl Membership {
         let jitter = 0.75 + (self.rng.next_u32() as f64 / u32::MAX as f64) * 0.5;
         self.next_seed_at = Some(now + self.seed_retry.mul_f64(jitter));
         self.seed_retry = (self.seed_retry * 2).min(self.settings.seed_retry_max);
+    }
+
+    /// While part of a cluster, announces to one seed that is not a live
+    /// member: a cluster split in two (by a partition, or by restarts that
+    /// found each other first) merges again through its seeds, even when each
+    /// half has forgotten the other.
+    fn announce_to_a_missing_seed(&mut self) {
+        let missing: Vec<SocketAddr> = self
+            .settings
+            .seeds
+            .iter()
+            .copied()
+            .filter(|seed| *seed != self.settings.addr)
+            .filter(|seed| !self.alive.values().any(|id| id.addr == *seed))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        let seed = missing[self.rng.next_u32() as usize % missing.len()];
+        let placeholder = Identity {
+            addr: seed,
+            node: 0,
+            life: 0,
+        };
+        self.stats.seed_announces += 1;
+        let _ = self.swim.announce(placeholder, &mut self.runtime);
     }
 
     fn send(&mut self, now: Time, to: SocketAddr, kind: u8, body: &[u8]) {
@@ -1024,6 +1058,8 @@ mod tests {
         now: Time,
         in_flight: Vec<(Time, SocketAddr, SocketAddr, Vec<u8>)>,
         down: Vec<bool>,
+        /// Every datagram node 0 took in.
+        seen_by_0: Vec<Vec<u8>>,
     }
 
     fn addr(i: usize) -> SocketAddr {
@@ -1066,6 +1102,7 @@ mod tests {
                 now,
                 in_flight: Vec::new(),
                 down: vec![false; n],
+                seen_by_0: Vec::new(),
             };
             cluster.collect();
             cluster
@@ -1111,6 +1148,9 @@ mod tests {
                     );
                     if i < self.members.len() && !self.down[i] {
                         self.members[i].handle_datagram(next, from, &bytes);
+                        if i == 0 {
+                            self.seen_by_0.push(bytes);
+                        }
                     }
                 }
                 for i in 0..self.members.len() {
@@ -1164,6 +1204,26 @@ mod tests {
     }
 
     #[test]
+    fn without_a_live_seed_nodes_retry_with_back_off_and_join_when_it_appears() {
+        let mut cluster = Cluster::new(3);
+        // The seed (node 0) is not there for the first 10 s.
+        cluster.down[0] = true;
+        cluster.run_for(Duration::from_secs(10));
+        let tries = cluster.members[1].stats().seed_announces;
+        assert!(
+            (4..=6).contains(&tries),
+            "0.5 s doubling: {tries} tries in 10 s"
+        );
+        assert!(cluster.routable(1).is_empty());
+        cluster.down[0] = false;
+        // The next try comes within the back-off (8 s ± 25% by now).
+        cluster.run_for(Duration::from_secs(12));
+        for i in 0..3 {
+            assert_eq!(cluster.routable(i).len(), 2, "node {i}");
+        }
+    }
+
+    #[test]
     fn a_node_that_leaves_is_dropped_at_once() {
         let mut cluster = Cluster::new(3);
         cluster.run_for(Duration::from_secs(5));
@@ -1174,6 +1234,83 @@ mod tests {
         for i in 0..2 {
             assert!(cluster.members[i].member(NodeId(102)).is_none(), "node {i}");
         }
+    }
+
+    /// Everything about node 0's view that a datagram could change.
+    fn snapshot(member: &Membership) -> (Vec<Member>, usize, bool, u64, u64, u64) {
+        let stats = member.stats();
+        (
+            member.members().cloned().collect(),
+            member.alive(),
+            member.is_active(),
+            stats.ups,
+            stats.downs,
+            stats.changes,
+        )
+    }
+
+    #[test]
+    fn a_million_bad_datagrams_change_nothing_and_panic_nowhere() {
+        use rand::{Rng, SeedableRng};
+        let mut cluster = Cluster::new(4);
+        cluster.run_for(Duration::from_secs(5));
+        let captured = std::mem::take(&mut cluster.seen_by_0);
+        assert!(captured.len() > 20, "real datagrams to mutate");
+        let now = cluster.now;
+        let node = &mut cluster.members[0];
+        while node.poll_event().is_some() {}
+        while node.poll_transmit().is_some() {}
+        let before = snapshot(node);
+        let refused_before = node.refused_total();
+        let key = ClusterKey::new(b"sixteen byte key").unwrap();
+        let wrong = ClusterKey::new(b"another cluster key").unwrap();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let from = addr(1);
+        let rounds = 1_000_000;
+        for round in 0..rounds {
+            let original = &captured[rng.random_range(0..captured.len())];
+            let body = &original[20..original.len() - 16];
+            let datagram = match round % 6 {
+                // Bit flips anywhere.
+                0 => {
+                    let mut bytes = original.clone();
+                    for _ in 0..rng.random_range(1..=8) {
+                        let bit = rng.random_range(0..bytes.len() * 8);
+                        bytes[bit / 8] ^= 1 << (bit % 8);
+                    }
+                    bytes
+                }
+                // Truncated.
+                1 => original[..rng.random_range(0..original.len())].to_vec(),
+                // Sealed under another key.
+                2 => seal::seal(&wrong, now.as_micros(), rng.random(), body),
+                // The right key, sent too long ago or too far ahead.
+                3 => {
+                    let skew = rng.random_range(31_000_000..900_000_000u64);
+                    let at = if rng.random_bool(0.5) {
+                        now.as_micros() - skew
+                    } else {
+                        now.as_micros() + skew
+                    };
+                    seal::seal(&key, at, rng.random(), body)
+                }
+                // Replayed as it was.
+                4 => original.clone(),
+                // Garbage.
+                _ => (0..rng.random_range(0..1500))
+                    .map(|_| rng.random())
+                    .collect(),
+            };
+            node.handle_datagram(now, from, &datagram);
+            assert!(node.poll_event().is_none(), "round {round}: an event");
+            assert!(node.poll_transmit().is_none(), "round {round}: an answer");
+        }
+        assert_eq!(snapshot(node), before, "no membership change");
+        assert_eq!(
+            node.refused_total() - refused_before,
+            rounds,
+            "every one refused and counted"
+        );
     }
 
     #[test]

@@ -120,3 +120,82 @@ pub fn note_interest(meta: &mut wire::Member, name: &str, subscribed: bool) {
         meta.subscribes.sort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use exchange_runtime::{NodeConfig, Time};
+
+    use super::*;
+
+    fn member(node: u64, host: &str, handles: &[&str], subscribes: &[&str]) -> Member {
+        Member {
+            addr: SocketAddr::from(([10, 0, 0, node as u8], 7946)),
+            meta: wire::Member {
+                node,
+                life: 1,
+                network: "lan".into(),
+                host: host.into(),
+                handles: handles
+                    .iter()
+                    .map(|name| wire::Handled {
+                        name: (*name).into(),
+                        version: "1".into(),
+                    })
+                    .collect(),
+                subscribes: subscribes.iter().map(|s| (*s).into()).collect(),
+                ..wire::Member::default()
+            },
+        }
+    }
+
+    #[test]
+    fn events_add_change_and_remove_routes() {
+        let now = Time::from_micros(1_000_000);
+        let config = NodeConfig {
+            handler_wait: Duration::from_secs(1),
+            ..NodeConfig::default()
+        };
+        let mut node = Node::new(NodeId(1), "n1", config);
+        let this = wire::Member {
+            network: "lan".into(),
+            host: "h1".into(),
+            ..wire::Member::default()
+        };
+        let far = member(2, "h2", &["kv.get", "kv.put"], &["feed.posted"]);
+        apply(&mut node, now, &this, &Event::Up(far.clone()));
+        assert!(node.router().has_handler("kv.get"));
+        assert!(node.router().has_handler("kv.put"));
+        let near = member(3, "h1", &["kv.get"], &[]);
+        assert_eq!(locality(&this, &near.meta), Locality::Host);
+        assert_eq!(locality(&this, &far.meta), Locality::Network);
+        let mut elsewhere = member(4, "h9", &[], &[]);
+        elsewhere.meta.network = "wan".into();
+        assert_eq!(locality(&this, &elsewhere.meta), Locality::Remote);
+
+        // kv.put is no longer handled there; the subscription goes too.
+        let changed = member(2, "h2", &["kv.get"], &[]);
+        let event = Event::Changed {
+            before: Box::new(far),
+            after: Box::new(changed.clone()),
+        };
+        apply(&mut node, now, &this, &event);
+        assert!(node.router().has_handler("kv.get"));
+        assert!(!node.router().has_handler("kv.put"));
+        apply(&mut node, now, &this, &Event::Down(changed));
+        assert!(!node.router().has_handler("kv.get"));
+    }
+
+    #[test]
+    fn interest_is_kept_sorted_and_unique() {
+        let mut meta = wire::Member::default();
+        note_interest(&mut meta, "feed.posted", true);
+        note_interest(&mut meta, "app.b", true);
+        note_interest(&mut meta, "feed.posted", true);
+        assert_eq!(meta.subscribes, ["app.b", "feed.posted"]);
+        note_interest(&mut meta, "app.b", false);
+        assert_eq!(meta.subscribes, ["feed.posted"]);
+    }
+}
