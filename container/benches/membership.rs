@@ -2,8 +2,9 @@
 //! figures do not depend on this machine): for each cluster size, how long
 //! until every node knows every other (and its metadata) when all join from
 //! one seed within 1 s and when they trickle in over 10 s; how long until all
-//! see a crashed node down; and membership traffic per node per second, while
-//! joining and once settled.
+//! know a name a node starts handling; how long until all see a crashed node
+//! down; and membership traffic per node per second, while joining and once
+//! settled.
 //!
 //! `cargo bench -p exchange-container --bench membership [-- --quick]` prints
 //! JSON lines.
@@ -40,6 +41,14 @@ fn main() {
             let per_node_s = |v: u64| v as f64 / nodes as f64 / 20.0;
             let settled_bytes = per_node_s(settled.bytes - before.bytes);
             let settled_datagrams = per_node_s(settled.datagrams - before.datagrams);
+            // A node starts handling a new name: how long until all know it.
+            sim.update_meta(0, |meta| {
+                meta.handles
+                    .push(exchange_sim::swim::wire_handled("svc.new"));
+            });
+            let name_spread = sim
+                .run_until_converged(Duration::from_secs(60), Duration::from_millis(10))
+                .map(|d| d.as_secs_f64());
             // Failure detection: crash one node, wait for all to see it.
             let victim = nodes / 2;
             sim.crash(victim);
@@ -59,6 +68,7 @@ fn main() {
                     "settled_bytes_per_node_s": settled_bytes,
                     "settled_datagrams_per_node_s": settled_datagrams,
                     "crash_seen_by_all_s": detected_all,
+                    "new_name_known_by_all_s": name_spread,
                     "false_downs": sim.counts().false_downs,
                     "wall_s": started.elapsed().as_secs_f64(),
                 })

@@ -183,8 +183,19 @@ impl Discovery {
         let mut failed = Vec::new();
         while let Some(event) = self.membership.poll_event() {
             match &event {
-                Event::Up(member) => connect(transport, member, "member up"),
-                Event::Changed { after, .. } => connect(transport, after, "member changed"),
+                Event::Up(member) => {
+                    tracing::info!(node = member.meta.node, addr = %member.addr, endpoint = %member.meta.app_endpoint, "member up");
+                    connect(transport, member);
+                }
+                // Load changes make these frequent: debug only.
+                Event::Changed { after, .. } => {
+                    tracing::debug!(
+                        node = after.meta.node,
+                        load = after.meta.load,
+                        "member changed"
+                    );
+                    connect(transport, after);
+                }
                 Event::Down(member) => {
                     tracing::info!(node = member.meta.node, "member down");
                     failed.extend(transport.disconnect(member.node()));
@@ -238,8 +249,7 @@ impl Discovery {
 }
 
 /// Connects to a member's app endpoint (again, if it moved).
-fn connect(transport: &mut ZmqTransport, member: &exchange_discovery::Member, what: &str) {
-    tracing::info!(node = member.meta.node, addr = %member.addr, endpoint = %member.meta.app_endpoint, "{what}");
+fn connect(transport: &mut ZmqTransport, member: &exchange_discovery::Member) {
     if let Err(error) = transport.connect(member.node(), &member.meta.app_endpoint) {
         tracing::warn!(node = member.meta.node, %error, "cannot connect to member");
     }

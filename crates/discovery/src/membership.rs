@@ -852,15 +852,7 @@ impl Membership {
             return;
         }
         for seed in seeds {
-            // A seed's node id and life are unknown: SWIM answers to the
-            // address, and the answer carries the seed's real identity.
-            let placeholder = Identity {
-                addr: seed,
-                node: 0,
-                life: 0,
-            };
-            self.stats.seed_announces += 1;
-            let _ = self.swim.announce(placeholder, &mut self.runtime);
+            self.announce_to(seed);
         }
         // Doubling back-off with ±25% jitter, so that nodes started together
         // do not announce in step.
@@ -886,8 +878,15 @@ impl Membership {
             return;
         }
         let seed = missing[self.rng.next_u32() as usize % missing.len()];
+        self.announce_to(seed);
+    }
+
+    /// Announces this node to the seed at `addr`. A seed's node id and life
+    /// are unknown: SWIM answers to the address, and the answer carries the
+    /// seed's real identity.
+    fn announce_to(&mut self, addr: SocketAddr) {
         let placeholder = Identity {
-            addr: seed,
+            addr,
             node: 0,
             life: 0,
         };

@@ -257,22 +257,19 @@ impl Router {
 
     /// Names local components subscribe to, sorted.
     pub fn local_subscriptions(&self) -> Vec<Name> {
-        let mut names: Vec<Name> = self
-            .routes
-            .iter()
-            .filter(|route| !route.local_subscribers.is_empty())
-            .map(|route| route.name.clone())
-            .collect();
-        names.sort();
-        names
+        self.names_where(|route| !route.local_subscribers.is_empty())
     }
 
     /// Names handled by local components, sorted.
     pub fn local_names(&self) -> Vec<Name> {
+        self.names_where(|route| !route.local_handlers.is_empty())
+    }
+
+    fn names_where(&self, keep: impl Fn(&Route) -> bool) -> Vec<Name> {
         let mut names: Vec<Name> = self
             .routes
             .iter()
-            .filter(|route| !route.local_handlers.is_empty())
+            .filter(|route| keep(route))
             .map(|route| route.name.clone())
             .collect();
         names.sort();
