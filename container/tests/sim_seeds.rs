@@ -112,6 +112,20 @@ fn with_static_routes_seeds_201_to_400_pass_every_checker_with_all_faults() {
     assert!(failed.is_empty(), "{} failed: {failed:#?}", failed.len());
 }
 
+/// Found while adding discovery to the simulator: two nodes declared down in
+/// a partition rejoined under new lives, and foca, starting over disconnected,
+/// probed nobody, dropped its suspicion timers (a dead member stayed suspect
+/// forever) and did not say it was alone, so the seeds were never asked again.
+/// A rejoin now asks the seeds at once, and a suspicion that outlives twice its
+/// timeout ends in a down.
+#[test]
+fn regression_seed_523_nodes_that_rejoin_after_a_partition_ask_the_seeds_again() {
+    let registry = example_registry();
+    let app = light_app(&registry);
+    let report = run_discovering(&app, &registry, 523, 3);
+    assert!(report.passed(), "{:?}", report.violations);
+}
+
 /// Found while adding discovery to the simulator: restarts left the cluster in
 /// two halves that each held together and never looked for the other. A node
 /// in a cluster now announces to seeds that are not live members.

@@ -583,11 +583,11 @@ impl Sim<'_, '_> {
                     .map(|member| format!("n{}/{}", member.meta.node, member.meta.life))
                     .collect();
                 Some(format!(
-                    "n{}/{} knows [{}] ({} alive in SWIM)",
+                    "n{}/{} knows [{}] (SWIM: {})",
                     m.id.0,
                     membership.local().life,
                     known.join(" "),
-                    membership.alive()
+                    membership.swim_view()
                 ))
             })
             .collect();

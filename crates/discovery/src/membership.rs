@@ -446,6 +446,8 @@ pub struct Membership {
     next_refresh: Time,
     next_seed_check: Time,
     pulled_at: FxHashMap<u64, Time>,
+    /// Members SWIM holds suspect, and since when (see `expire_suspects`).
+    suspects: FxHashMap<Identity, (foca::Incarnation, Time)>,
     load: u32,
     load_pending: Option<u32>,
     load_sent_at: Time,
@@ -511,6 +513,7 @@ impl Membership {
             next_refresh: Time::ZERO,
             next_seed_check: Time::ZERO,
             pulled_at: FxHashMap::default(),
+            suspects: FxHashMap::default(),
             load: 0,
             load_pending: None,
             load_sent_at: Time::ZERO,
@@ -551,6 +554,29 @@ impl Membership {
     /// Members SWIM holds alive (with or without metadata yet).
     pub fn alive(&self) -> usize {
         self.alive.len()
+    }
+
+    /// SWIM's view, every member it remembers with its state, for diagnostics:
+    /// `n2/1 alive` …
+    pub fn swim_view(&self) -> String {
+        let members: Vec<String> = self
+            .swim
+            .iter_membership_state()
+            .map(|m| {
+                format!(
+                    "n{}/{} {:?}#{}",
+                    m.id().node,
+                    m.id().life,
+                    m.state(),
+                    m.incarnation()
+                )
+            })
+            .collect();
+        format!(
+            "{} [{}]",
+            if self.active { "active" } else { "idle" },
+            members.join(", ")
+        )
     }
 
     /// Whether this node knows at least one live member.
@@ -745,6 +771,7 @@ impl Membership {
         if self.active && !self.left {
             self.sync(now);
         }
+        self.expire_suspects(now);
         if now >= self.next_refresh && !self.left {
             self.next_refresh = now + self.settings.meta_refresh;
             self.broadcast_meta();
@@ -758,6 +785,43 @@ impl Membership {
         if members >= self.sized_for * 2 || members * 2 <= self.sized_for {
             self.sized_for = members;
             let _ = self.swim.set_config(self.settings.foca_config(members));
+        }
+    }
+
+    /// Declares down a member that stayed suspect for twice the suspicion
+    /// timeout. foca ends a suspicion with a timer, and drops its timers when it
+    /// changes identity (a rejoin after being declared down): a member suspected
+    /// just before would stay suspect, and probed, forever.
+    fn expire_suspects(&mut self, now: Time) {
+        let limit = self.settings.suspicion(self.alive.len() + 1) * 2;
+        let mut seen = FxHashMap::default();
+        let mut expired = Vec::new();
+        for member in self.swim.iter_membership_state() {
+            if member.state() != foca::State::Suspect {
+                continue;
+            }
+            let since = match self.suspects.get(member.id()) {
+                Some((incarnation, since)) if *incarnation == member.incarnation() => *since,
+                _ => now,
+            };
+            if now.saturating_since(since) > limit {
+                expired.push(foca::Member::new(
+                    member.id().clone(),
+                    member.incarnation(),
+                    foca::State::Down,
+                ));
+            } else {
+                seen.insert(member.id().clone(), (member.incarnation(), since));
+            }
+        }
+        self.suspects = seen;
+        if !expired.is_empty()
+            && self
+                .swim
+                .apply_many(expired.into_iter(), true, &mut self.runtime)
+                .is_err()
+        {
+            self.stats.malformed += 1;
         }
     }
 
@@ -962,7 +1026,13 @@ impl Membership {
                 OwnedNotification::Rejoin(id) => {
                     // Declared down by the others (a false suspicion, a
                     // partition): foca came back under a new life, and the
-                    // metadata follows it.
+                    // metadata follows it. foca starts over disconnected (it
+                    // says nothing of it), probing nobody until someone
+                    // answers: the seeds are asked again, from the shortest
+                    // back-off.
+                    self.active = false;
+                    self.seed_retry = self.settings.seed_retry_min;
+                    self.next_seed_at = Some(now);
                     self.local.life = id.life;
                     self.local.version += 1;
                     self.store.borrow_mut().life = id.life;
