@@ -94,8 +94,7 @@ impl Discovery {
             .map_err(|error| format!("discovery socket: {error}"))?;
         let mut settings = Settings::new(node.id(), life, resolved.advertise, resolved.key.clone());
         settings.seeds = resolved.seeds.clone();
-        settings.probe_period = resolved.config.probe_period;
-        settings.probe_rtt = resolved.config.probe_period * 2 / 5;
+        settings.set_probe_period(resolved.config.probe_period);
         let host = resolved.config.host.clone().unwrap_or_else(host_name);
         let meta = routes::local_meta(
             node,
@@ -117,16 +116,6 @@ impl Discovery {
     /// The socket's descriptor, for the loop's poll.
     pub fn fd(&self) -> std::os::fd::RawFd {
         self.socket.as_raw_fd()
-    }
-
-    /// The membership.
-    pub fn membership(&self) -> &Membership {
-        &self.membership
-    }
-
-    /// Datagrams the socket refused to send.
-    pub fn send_errors(&self) -> u64 {
-        self.send_errors
     }
 
     /// Joins: announces this node to the seeds.
@@ -241,6 +230,7 @@ impl Discovery {
                 .map(|r| (r.name().to_owned(), membership.refused(*r)))
                 .collect(),
             malformed: stats.malformed,
+            send_errors: self.send_errors,
             ups: stats.ups,
             changes: stats.changes,
             downs: stats.downs,

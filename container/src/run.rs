@@ -23,8 +23,14 @@ const POLL_MAX: Duration = Duration::from_millis(50);
 /// How often messages held for a peer that is not connected yet are retried.
 const HELD_RETRY: Duration = Duration::from_millis(2);
 
-/// Builds the node: its components, and routes to the configured peers.
-pub fn build_node(app: &AppConfig, run: &RunConfig, registry: &Registry) -> Result<Node, String> {
+/// Builds the node (life `life`, see `NodeConfig::incarnation`): its
+/// components, and routes to the configured peers.
+pub fn build_node(
+    app: &AppConfig,
+    run: &RunConfig,
+    registry: &Registry,
+    life: u64,
+) -> Result<Node, String> {
     let name = app
         .components
         .iter()
@@ -32,9 +38,7 @@ pub fn build_node(app: &AppConfig, run: &RunConfig, registry: &Registry) -> Resu
         .collect::<Vec<_>>()
         .join("+");
     let mut config = app.node.node_config(app.seed);
-    // A restart under the same node id is a new life: its start time tells them
-    // apart (see `NodeConfig::incarnation`).
-    config.incarnation = life();
+    config.incarnation = life;
     let mut node = Node::new(NodeId(run.node_id), &name, config);
     crate::config::add_components(&mut node, app, &app.components, registry)?;
     for peer in &app.peers {
@@ -50,7 +54,8 @@ pub fn build_node(app: &AppConfig, run: &RunConfig, registry: &Registry) -> Resu
     Ok(node)
 }
 
-/// This process's life: its start time in µs (a restart is always a greater one).
+/// This process's life: its start time in µs (a restart is always a greater
+/// one). The node draws its correlation ids by it, and discovery advertises it.
 fn life() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -78,7 +83,8 @@ pub fn run(
         .map(|discovery| discovery.check(&origin.to_string()))
         .transpose()
         .map_err(|error| error.to_string())?;
-    let mut node = build_node(app, run, registry)?;
+    let life = life();
+    let mut node = build_node(app, run, registry, life)?;
     let options = SocketOptions {
         linger: run.linger,
         send_hwm: run.send_hwm,
@@ -112,8 +118,7 @@ pub fn run(
         let control_endpoint = transport
             .control_endpoint()
             .unwrap_or_else(|| run.control.clone());
-        let mut joined =
-            Discovery::bind(resolved, &node, life(), &app_endpoint, &control_endpoint)?;
+        let mut joined = Discovery::bind(resolved, &node, life, &app_endpoint, &control_endpoint)?;
         joined.start(clock.now());
         tracing::info!(listen = %resolved.listen, advertise = %resolved.advertise, seeds = ?resolved.seeds, "discovery started");
         discovery = Some(joined);
@@ -157,10 +162,7 @@ pub fn run(
     node.shutdown(now);
     flush(&mut node, &mut transport, &mut discovery, now);
     feed_back(&mut node, transport.fail_held(), now);
-    let status = control::NodeStatus {
-        discovery: discovery.as_ref().map(Discovery::status),
-        ..node.status(clock.now())
-    };
+    let status = status(&node, discovery.as_ref(), clock.now());
     // Dropping the transport closes the sockets with the configured linger.
     drop(transport);
     Ok(RunSummary { status })
@@ -297,6 +299,14 @@ fn flush(
     }
 }
 
+/// The node's status, with what discovery knows.
+fn status(node: &Node, discovery: Option<&Discovery>, now: Time) -> control::NodeStatus {
+    control::NodeStatus {
+        discovery: discovery.map(Discovery::status),
+        ..node.status(now)
+    }
+}
+
 /// Answers waiting control requests, up to a bound per turn; returns whether
 /// some may be left.
 fn serve_control(
@@ -313,10 +323,7 @@ fn serve_control(
         let kind = match control::Request::decode(body.as_slice()) {
             Ok(control::Request {
                 kind: Some(control::request::Kind::Status(_)),
-            }) => control::response::Kind::Status(control::NodeStatus {
-                discovery: discovery.map(Discovery::status),
-                ..node.status(now)
-            }),
+            }) => control::response::Kind::Status(status(node, discovery, now)),
             Ok(_) => control::response::Kind::Error("empty request: set a kind (status)".into()),
             Err(error) => control::response::Kind::Error(format!(
                 "not an exchange.v1.control.Request: {error}"

@@ -87,7 +87,7 @@ pub fn to_json(status: &control::NodeStatus) -> serde_json::Value {
             "members": d.members, "active": d.active, "life": d.life,
             "datagrams_in": d.datagrams_in, "datagrams_out": d.datagrams_out,
             "bytes_in": d.bytes_in, "bytes_out": d.bytes_out,
-            "refused": d.refused, "malformed": d.malformed,
+            "refused": d.refused, "malformed": d.malformed, "send_errors": d.send_errors,
             "ups": d.ups, "changes": d.changes, "downs": d.downs,
         })),
     })

@@ -136,6 +136,24 @@ impl Ord for Frame {
 }
 
 /// Links between nodes, named by their ends in either order.
+/// A link's own latency, fixed for the run: drawn from `range` by a hash of
+/// `seed` and the link's ends (no table: any number of nodes).
+pub(crate) fn link_latency(seed: u64, range: (Duration, Duration), a: u64, b: u64) -> Duration {
+    let (low, high) = range;
+    let span = high.saturating_sub(low).as_micros() as u64 + 1;
+    let draw = crate::mix(seed ^ crate::mix(a ^ b.rotate_left(32)));
+    low + Duration::from_micros(draw % span)
+}
+
+/// `latency` plus up to `jitter`, drawn uniformly.
+pub(crate) fn jittered(rng: &mut ChaCha8Rng, latency: Duration, jitter: Duration) -> Duration {
+    let jitter = jitter.as_micros() as u64;
+    if jitter == 0 {
+        return latency;
+    }
+    latency + Duration::from_micros(rng.random_range(0..=jitter))
+}
+
 fn link(a: NodeId, b: NodeId) -> (u64, u64) {
     (a.0.min(b.0), a.0.max(b.0))
 }
@@ -190,11 +208,11 @@ impl Network {
     }
 
     /// A link's base latency: fixed for the run, different per direction.
-    fn base_latency(&self, from: NodeId, to: NodeId) -> Duration {
-        let (low, high) = self.params.latency;
-        let span = high.saturating_sub(low).as_micros() as u64 + 1;
-        let draw = crate::mix(self.latency_seed ^ crate::mix(from.0 ^ to.0.rotate_left(32)));
-        low + Duration::from_micros(draw % span)
+    /// The latency of one frame or datagram from `from` to `to`: the link's
+    /// own, plus jitter.
+    fn latency(&self, rng: &mut ChaCha8Rng, from: NodeId, to: NodeId) -> Duration {
+        let link = link_latency(self.latency_seed, self.params.latency, from.0, to.0);
+        jittered(rng, link, self.params.jitter)
     }
 
     /// Takes a frame from `from` (in its `from_life`) for `to`, whose node is up
@@ -234,11 +252,7 @@ impl Network {
             1
         };
         for _ in 0..copies {
-            let mut latency = self.base_latency(from, to);
-            let jitter = self.params.jitter.as_micros() as u64;
-            if jitter > 0 {
-                latency += Duration::from_micros(rng.random_range(0..=jitter));
-            }
+            let mut latency = self.latency(rng, from, to);
             if self.params.reorder > 0.0 && rng.random_bool(self.params.reorder) {
                 let max = self.params.reorder_max.as_micros() as u64;
                 latency += Duration::from_micros(rng.random_range(0..=max));
@@ -280,11 +294,7 @@ impl Network {
             counts.lost += 1;
             return;
         }
-        let mut latency = self.base_latency(from, to);
-        let jitter = self.params.jitter.as_micros() as u64;
-        if jitter > 0 {
-            latency += Duration::from_micros(rng.random_range(0..=jitter));
-        }
+        let latency = self.latency(rng, from, to);
         self.seq += 1;
         let at = now + latency.max(Duration::from_micros(1));
         self.datagrams

@@ -346,22 +346,25 @@ impl Sim<'_, '_> {
                 membership: None,
             });
         }
-        if self.options.discovery.is_none() {
-            for index in 0..self.members.len() {
-                self.route_to_others(index);
-            }
-        }
         for index in 0..self.members.len() {
-            let local = self.members[index].local(self.now);
-            if let Some(node) = self.members[index].node.as_mut() {
-                node.start(local);
-            }
-            self.join(index);
-            self.drain(index);
-            self.flush_membership(index);
-            self.reschedule(index);
+            self.boot(index);
         }
         Ok(())
+    }
+
+    /// Starts member `index`'s freshly built node: routes (static ones, or a
+    /// membership that finds them), `start`, and what that emitted.
+    fn boot(&mut self, index: usize) {
+        if self.options.discovery.is_none() {
+            self.route_to_others(index);
+        }
+        let local = self.members[index].local(self.now);
+        if let Some(node) = self.members[index].node.as_mut() {
+            node.start(local);
+        }
+        self.join(index);
+        self.drain(index);
+        self.reschedule(index);
     }
 
     /// With discovery on, gives member `index`'s running node a membership
@@ -383,8 +386,7 @@ impl Sim<'_, '_> {
             ClusterKey::new(b"simulated cluster key").expect("long enough"),
         );
         settings.seeds = vec![seed_addr];
-        settings.probe_period = discovery.probe_period;
-        settings.probe_rtt = discovery.probe_period * 2 / 5;
+        settings.set_probe_period(discovery.probe_period);
         settings.rng_seed = crate::mix(self.options.seed ^ crate::mix(id.0) ^ member.life);
         let meta = routes::local_meta(
             node,
@@ -795,18 +797,8 @@ impl Sim<'_, '_> {
                     Ok(node) => {
                         let member = &mut self.members[index];
                         member.life = incarnation;
-                        let local = member.local(self.now);
                         member.node = Some(node);
-                        if self.options.discovery.is_none() {
-                            self.route_to_others(index);
-                        }
-                        if let Some(node) = self.members[index].node.as_mut() {
-                            node.start(local);
-                        }
-                        self.join(index);
-                        self.drain(index);
-                        self.flush_membership(index);
-                        self.reschedule(index);
+                        self.boot(index);
                     }
                     Err(error) => self.violate("build", format!("restarting n{}: {error}", id.0)),
                 }
@@ -934,7 +926,6 @@ impl Sim<'_, '_> {
             }
             node.run(local, &mut NoStopwatch);
             self.drain(index);
-            self.flush_membership(index);
             self.reschedule(index);
             if let Some(node) = self.members[index].node.as_ref()
                 && let Err(detail) = node.audit()
@@ -1055,7 +1046,8 @@ impl Sim<'_, '_> {
     }
 
     /// Carries what member `index` emitted: frames to the network (refusals go
-    /// back as transmit errors), interest to every other node.
+    /// back as transmit errors), interest to every other node (or to its
+    /// membership, which advertises it), then the membership's own output.
     fn drain(&mut self, index: usize) {
         let from = self.members[index].id;
         let life = self.members[index].life;
@@ -1066,7 +1058,7 @@ impl Sim<'_, '_> {
                 .as_mut()
                 .and_then(Node::poll_output)
             else {
-                return;
+                break;
             };
             match output {
                 Output::Transmit(transmit) => {
@@ -1107,6 +1099,7 @@ impl Sim<'_, '_> {
                 Output::Event(_) => {}
             }
         }
+        self.flush_membership(index);
     }
 }
 

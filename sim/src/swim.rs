@@ -18,6 +18,8 @@ use exchange_runtime::{NodeId, Time};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::net::{jittered, link_latency};
+
 /// Virtual time starts here (as µs since the Unix epoch), like the app simulator.
 const EPOCH: Time = Time::from_micros(1_000_000_000);
 
@@ -74,12 +76,35 @@ pub fn node_id(index: usize) -> u64 {
     index as u64 + 1
 }
 
+/// Where a node is in its life.
+enum Phase {
+    /// Not started yet; starts at this time.
+    Starting(Time),
+    Running(Box<Membership>),
+    Crashed,
+}
+
 struct Slot {
-    membership: Option<Membership>,
+    phase: Phase,
     life: u64,
-    starts_at: Time,
     stalled_until: Option<Time>,
     wake: Option<Time>,
+}
+
+impl Slot {
+    fn membership(&self) -> Option<&Membership> {
+        match &self.phase {
+            Phase::Running(membership) => Some(membership),
+            _ => None,
+        }
+    }
+
+    fn membership_mut(&mut self) -> Option<&mut Membership> {
+        match &mut self.phase {
+            Phase::Running(membership) => Some(membership),
+            _ => None,
+        }
+    }
 }
 
 /// A datagram on its way.
@@ -125,13 +150,12 @@ impl SwimSim {
         let spread = options.join_spread.as_micros() as u64;
         let slots = (0..options.nodes)
             .map(|i| Slot {
-                membership: None,
-                life: 1,
-                starts_at: if i == 0 || spread == 0 {
+                phase: Phase::Starting(if i == 0 || spread == 0 {
                     EPOCH
                 } else {
                     EPOCH + Duration::from_micros(rng.random_range(0..spread))
-                },
+                }),
+                life: 1,
                 stalled_until: None,
                 wake: None,
             })
@@ -150,8 +174,9 @@ impl SwimSim {
             options,
         };
         for i in 0..sim.slots.len() {
-            let at = sim.slots[i].starts_at;
-            sim.schedule(i, Some(at));
+            if let Phase::Starting(at) = sim.slots[i].phase {
+                sim.schedule(i, Some(at));
+            }
         }
         sim
     }
@@ -164,8 +189,7 @@ impl SwimSim {
             self.key.clone(),
         );
         settings.seeds = vec![addr(0)];
-        settings.probe_period = self.options.probe_period;
-        settings.probe_rtt = self.options.probe_period * 2 / 5;
+        settings.set_probe_period(self.options.probe_period);
         settings.rng_seed =
             crate::mix(self.options.seed ^ crate::mix(i as u64) ^ self.slots[i].life);
         let meta = wire::Member {
@@ -203,12 +227,12 @@ impl SwimSim {
 
     /// Whether node `i` runs (started, not crashed).
     pub fn is_running(&self, i: usize) -> bool {
-        self.slots[i].membership.is_some()
+        self.slots[i].membership().is_some()
     }
 
     /// Node `i`'s membership, if it runs.
     pub fn membership(&self, i: usize) -> Option<&Membership> {
-        self.slots[i].membership.as_ref()
+        self.slots[i].membership()
     }
 
     /// The routable members node `i` knows, by node id.
@@ -221,11 +245,12 @@ impl SwimSim {
     /// Whether every node that has not crashed runs and knows every other
     /// such node (with its current life's metadata) and no other.
     pub fn converged(&self) -> bool {
-        let crashed = |i: &usize| {
-            self.slots[*i].membership.is_none() && self.slots[*i].starts_at == Time::ZERO
-        };
-        if (0..self.slots.len()).any(|i| !crashed(&i) && !self.is_running(i)) {
-            return false; // not started yet
+        if self
+            .slots
+            .iter()
+            .any(|slot| matches!(slot.phase, Phase::Starting(_)))
+        {
+            return false;
         }
         let running: Vec<usize> = (0..self.slots.len())
             .filter(|i| self.is_running(*i))
@@ -238,7 +263,7 @@ impl SwimSim {
                     let j = index_of(member.addr).expect("v4");
                     self.slots
                         .get(j)
-                        .and_then(|slot| slot.membership.as_ref())
+                        .and_then(Slot::membership)
                         .is_some_and(|other| {
                             other.local().life == member.meta.life
                                 && other.local().version == member.meta.version
@@ -310,7 +335,7 @@ impl SwimSim {
             return;
         }
         let now = self.now;
-        let Some(membership) = self.slots[to].membership.as_mut() else {
+        let Some(membership) = self.slots[to].membership_mut() else {
             self.counts.lost += 1;
             return;
         };
@@ -326,19 +351,18 @@ impl SwimSim {
             }
             self.slots[i].stalled_until = None;
         }
-        if self.slots[i].membership.is_none() {
-            if self.slots[i].starts_at > now {
-                return self.schedule(i, Some(self.slots[i].starts_at));
+        match &mut self.slots[i].phase {
+            Phase::Crashed => return,
+            Phase::Starting(at) if *at > now => {
+                let at = *at;
+                return self.schedule(i, Some(at));
             }
-            if self.slots[i].starts_at == Time::ZERO {
-                return; // crashed
+            Phase::Starting(_) => {
+                let mut membership = self.build(i);
+                membership.start(now);
+                self.slots[i].phase = Phase::Running(Box::new(membership));
             }
-            let mut membership = self.build(i);
-            membership.start(now);
-            self.slots[i].membership = Some(membership);
-            self.slots[i].starts_at = Time::ZERO;
-        } else if let Some(membership) = self.slots[i].membership.as_mut() {
-            membership.handle_timeout(now);
+            Phase::Running(membership) => membership.handle_timeout(now),
         }
         self.after(i);
     }
@@ -349,7 +373,7 @@ impl SwimSim {
         let mut out = Vec::new();
         let mut events = Vec::new();
         let next = {
-            let membership = self.slots[i].membership.as_mut().expect("running");
+            let membership = self.slots[i].membership_mut().expect("running");
             while let Some(datagram) = membership.poll_transmit() {
                 out.push(datagram);
             }
@@ -371,11 +395,10 @@ impl SwimSim {
                 self.counts.lost += 1;
                 continue;
             }
-            let mut latency = self.link_latency(i, to);
-            let jitter = self.options.jitter.as_micros() as u64;
-            if jitter > 0 {
-                latency += Duration::from_micros(self.rng.random_range(0..=jitter));
-            }
+            // Symmetric links: the same latency both ways.
+            let (a, b) = (i.min(to) as u64, i.max(to) as u64);
+            let link = link_latency(self.options.seed, self.options.latency, a, b);
+            let latency = jittered(&mut self.rng, link, self.options.jitter);
             self.seq += 1;
             self.in_flight
                 .push(Reverse((now + latency, self.seq, to, i, datagram.bytes)));
@@ -387,7 +410,7 @@ impl SwimSim {
                 let alive = self
                     .slots
                     .get(subject)
-                    .and_then(|slot| slot.membership.as_ref())
+                    .and_then(Slot::membership)
                     .is_some_and(|m| m.local().life == member.meta.life && !m.local().leaving);
                 if alive {
                     self.counts.false_downs += 1;
@@ -402,27 +425,18 @@ impl SwimSim {
         self.schedule(i, next);
     }
 
-    fn link_latency(&self, a: usize, b: usize) -> Duration {
-        let (low, high) = self.options.latency;
-        let span = high.saturating_sub(low).as_micros() as u64 + 1;
-        let (a, b) = (a.min(b) as u64, a.max(b) as u64);
-        let draw = crate::mix(self.options.seed ^ crate::mix(a ^ b.rotate_left(32)));
-        low + Duration::from_micros(draw % span)
-    }
-
     fn schedule(&mut self, i: usize, at: Option<Time>) {
+        let at = at.map(|at| at.max(self.now));
         self.slots[i].wake = at;
         if let Some(at) = at {
-            self.wakes.push(Reverse((at.max(self.now), i)));
-            self.slots[i].wake = Some(at.max(self.now));
+            self.wakes.push(Reverse((at, i)));
         }
     }
 
     /// Crashes node `i` (no goodbye) and starts timing how long each running
     /// node takes to declare it down (see [`SwimSim::detection`]).
     pub fn crash(&mut self, i: usize) {
-        self.slots[i].membership = None;
-        self.slots[i].starts_at = Time::ZERO;
+        self.slots[i].phase = Phase::Crashed;
         self.slots[i].wake = None;
         let seen = vec![None; self.slots.len()];
         self.watched.push((i, self.now, seen));
@@ -431,7 +445,7 @@ impl SwimSim {
     /// Restarts a crashed node `i` as a new life.
     pub fn restart(&mut self, i: usize) {
         self.slots[i].life += 1;
-        self.slots[i].starts_at = self.now;
+        self.slots[i].phase = Phase::Starting(self.now);
         self.schedule(i, Some(self.now));
     }
 
@@ -474,7 +488,7 @@ impl SwimSim {
     /// Changes node `i`'s metadata (a name it handles, say).
     pub fn update_meta(&mut self, i: usize, change: impl FnOnce(&mut wire::Member)) {
         let now = self.now;
-        if let Some(membership) = self.slots[i].membership.as_mut() {
+        if let Some(membership) = self.slots[i].membership_mut() {
             membership.update_meta(now, change).expect("small metadata");
             self.after(i);
         }

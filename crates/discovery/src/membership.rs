@@ -231,6 +231,13 @@ impl Settings {
         }
     }
 
+    /// Sets the probe period, and the direct probe's wait to 2/5 of it (the
+    /// rest of the period leaves room for the indirect probes).
+    pub fn set_probe_period(&mut self, period: Duration) {
+        self.probe_period = period;
+        self.probe_rtt = period * 2 / 5;
+    }
+
     /// How long a suspect stays suspect in a cluster of `members`.
     pub fn suspicion(&self, members: usize) -> Duration {
         let scale = (members.max(1) as f64).log10().max(1.0);
@@ -448,7 +455,6 @@ pub struct Membership {
     pulled_at: FxHashMap<u64, Time>,
     /// Members SWIM holds suspect, and since when (see `expire_suspects`).
     suspects: FxHashMap<Identity, (foca::Incarnation, Time)>,
-    load: u32,
     load_pending: Option<u32>,
     load_sent_at: Time,
     sized_for: usize,
@@ -514,7 +520,6 @@ impl Membership {
             next_seed_check: Time::ZERO,
             pulled_at: FxHashMap::default(),
             suspects: FxHashMap::default(),
-            load: 0,
             load_pending: None,
             load_sent_at: Time::ZERO,
             sized_for: 1,
@@ -710,7 +715,7 @@ impl Membership {
             .unwrap_or(u32::MAX)
             .checked_next_power_of_two()
             .unwrap_or(u32::MAX);
-        if load == self.load {
+        if load == self.local.load {
             self.load_pending = None;
             return;
         }
@@ -722,7 +727,6 @@ impl Membership {
     }
 
     fn publish_load(&mut self, now: Time, load: u32) {
-        self.load = load;
         self.load_pending = None;
         self.load_sent_at = now;
         // The load field cannot make metadata too large.
@@ -828,18 +832,14 @@ impl Membership {
     /// Asks one random live member for the live members this node lacks,
     /// sending a Bloom filter of the members it knows.
     fn sync(&mut self, now: Time) {
-        let known: Vec<SocketAddr> = self
-            .swim
-            .iter_membership_state()
-            .map(|member| member.id().addr)
-            .chain(std::iter::once(self.settings.addr))
-            .collect();
-        let live: Vec<SocketAddr> = self
-            .swim
-            .iter_membership_state()
-            .filter(|member| member.state() != foca::State::Down)
-            .map(|member| member.id().addr)
-            .collect();
+        let mut known = vec![self.settings.addr];
+        let mut live = Vec::new();
+        for member in self.swim.iter_membership_state() {
+            known.push(member.id().addr);
+            if member.state() != foca::State::Down {
+                live.push(member.id().addr);
+            }
+        }
         if live.is_empty() {
             return;
         }
@@ -904,14 +904,18 @@ impl Membership {
         self.send(now, id.addr, KIND_PULL, &[]);
     }
 
-    fn announce_to_seeds(&mut self, now: Time) {
-        let seeds: Vec<SocketAddr> = self
-            .settings
+    /// The seeds, but this node.
+    fn other_seeds(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        let own = self.settings.addr;
+        self.settings
             .seeds
             .iter()
             .copied()
-            .filter(|seed| *seed != self.settings.addr)
-            .collect();
+            .filter(move |seed| *seed != own)
+    }
+
+    fn announce_to_seeds(&mut self, now: Time) {
+        let seeds: Vec<SocketAddr> = self.other_seeds().collect();
         if seeds.is_empty() {
             return;
         }
@@ -931,11 +935,7 @@ impl Membership {
     /// half has forgotten the other.
     fn announce_to_a_missing_seed(&mut self) {
         let missing: Vec<SocketAddr> = self
-            .settings
-            .seeds
-            .iter()
-            .copied()
-            .filter(|seed| *seed != self.settings.addr)
+            .other_seeds()
             .filter(|seed| !self.alive.values().any(|id| id.addr == *seed))
             .collect();
         if missing.is_empty() {

@@ -275,12 +275,11 @@ pub struct Node {
     timer_index: FxHashMap<(ComponentId, u64), (Time, u64)>,
     pending: FxHashMap<CorrelationId, Pending>,
     pending_deadlines: BTreeSet<(Time, CorrelationId)>,
-    /// Messages waiting for a handler of their name, by arrival.
-    awaiting: BTreeMap<u64, (Time, Message)>,
-    /// Their deadlines.
-    awaiting_until: BTreeSet<(Time, u64)>,
-    /// Their names.
-    awaiting_names: FxHashMap<Name, Vec<u64>>,
+    /// Messages waiting for a handler of their name, by (end of the wait,
+    /// arrival).
+    awaiting: BTreeMap<(Time, u64), Message>,
+    /// Their keys in `awaiting`, by name.
+    awaiting_names: FxHashMap<Name, Vec<(Time, u64)>>,
     next_awaiting_seq: u64,
     outputs: VecDeque<Output>,
     effects: Vec<Effect>,
@@ -322,7 +321,6 @@ impl Node {
             pending: FxHashMap::default(),
             pending_deadlines: BTreeSet::new(),
             awaiting: BTreeMap::new(),
-            awaiting_until: BTreeSet::new(),
             awaiting_names: FxHashMap::default(),
             next_awaiting_seq: 0,
             outputs: VecDeque::new(),
@@ -521,16 +519,14 @@ impl Node {
     /// handler, and expires requests whose deadline passed.
     pub fn handle_timeout(&mut self, now: Time) {
         self.now = now;
-        while let Some(&(until, seq)) = self.awaiting_until.first() {
-            if until > now {
+        while let Some(entry) = self.awaiting.first_entry() {
+            if entry.key().0 > now {
                 break;
             }
-            self.awaiting_until.pop_first();
-            if let Some((_, message)) = self.awaiting.remove(&seq) {
-                self.forget_awaiting_name(&message.header.name, seq);
-                let detail = "no node handled this name within handler_wait";
-                self.refuse_at_node(message, BounceReason::NoHandler, detail);
-            }
+            let (key, message) = entry.remove_entry();
+            self.forget_awaiting_name(&message.header.name, key);
+            let detail = "no node handled this name within handler_wait";
+            self.refuse_at_node(message, BounceReason::NoHandler, detail);
         }
         while let Some(entry) = self.timers.first_entry() {
             if entry.key().0 > now {
@@ -570,9 +566,8 @@ impl Node {
         self.now = now;
         let added = self.router.add_remote_handler(name, node);
         if added && let Some(waiting) = self.awaiting_names.remove(name) {
-            for seq in waiting {
-                if let Some((until, message)) = self.awaiting.remove(&seq) {
-                    self.awaiting_until.remove(&(until, seq));
+            for key in waiting {
+                if let Some(message) = self.awaiting.remove(&key) {
                     self.route(message, None);
                 }
             }
@@ -601,19 +596,18 @@ impl Node {
             until = until.min(deadline);
         }
         self.next_awaiting_seq += 1;
-        let seq = self.next_awaiting_seq;
-        self.awaiting_until.insert((until, seq));
+        let key = (until, self.next_awaiting_seq);
         self.awaiting_names
             .entry(message.header.name.clone())
             .or_default()
-            .push(seq);
-        self.awaiting.insert(seq, (until, message));
+            .push(key);
+        self.awaiting.insert(key, message);
         Ok(())
     }
 
-    fn forget_awaiting_name(&mut self, name: &Name, seq: u64) {
+    fn forget_awaiting_name(&mut self, name: &Name, key: (Time, u64)) {
         if let Some(waiting) = self.awaiting_names.get_mut(name) {
-            waiting.retain(|s| *s != seq);
+            waiting.retain(|k| *k != key);
             if waiting.is_empty() {
                 self.awaiting_names.remove(name);
             }
@@ -621,9 +615,8 @@ impl Node {
     }
 
     fn refuse_awaiting(&mut self, detail: &str) {
-        self.awaiting_until.clear();
         self.awaiting_names.clear();
-        for (_, (_, message)) in std::mem::take(&mut self.awaiting) {
+        for message in std::mem::take(&mut self.awaiting).into_values() {
             self.refuse_at_node(message, BounceReason::NoHandler, detail);
         }
     }
@@ -1315,7 +1308,10 @@ impl Node {
             .pending_deadlines
             .first()
             .map(|(deadline, _)| *deadline);
-        let awaiting = self.awaiting_until.first().map(|(until, _)| *until);
+        let awaiting = self
+            .awaiting
+            .first_key_value()
+            .map(|((until, _), _)| *until);
         [timer, deadline, awaiting].into_iter().flatten().min()
     }
 
