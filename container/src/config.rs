@@ -111,12 +111,17 @@ pub struct RunConfig {
     /// How long closing sockets may spend flushing (ZeroMQ `LINGER`).
     #[serde(default = "RunConfig::default_linger", with = "humantime_serde")]
     pub linger: Duration,
-    /// Frames queued per peer at most before sends fail with `EAGAIN` (ZeroMQ HWM).
+    /// Frame sets queued per peer at most before sends fail with `EAGAIN`
+    /// (ZeroMQ HWM). A frame set carries 1 to `batch_max` messages.
     #[serde(default = "RunConfig::default_hwm")]
     pub send_hwm: i32,
-    /// Frames queued from the network at most (ZeroMQ receive HWM).
+    /// Frame sets queued from the network at most (ZeroMQ receive HWM).
     #[serde(default = "RunConfig::default_hwm")]
     pub recv_hwm: i32,
+    /// Messages for one peer that one frame set carries at most: what a loop
+    /// turn emits for a peer goes out in as few frame sets as this allows.
+    #[serde(default = "RunConfig::default_batch_max")]
+    pub batch_max: std::num::NonZeroUsize,
     /// How long a message may wait for a configured peer that is not connected
     /// yet (starting, or restarting) before it bounces `NoHandler` or is counted.
     #[serde(default = "RunConfig::default_peer_wait", with = "humantime_serde")]
@@ -136,6 +141,9 @@ impl RunConfig {
     }
     fn default_hwm() -> i32 {
         10_000
+    }
+    fn default_batch_max() -> std::num::NonZeroUsize {
+        std::num::NonZeroUsize::new(64).expect("not zero")
     }
     fn default_peer_wait() -> Duration {
         Duration::from_secs(1)

@@ -91,6 +91,7 @@ pub fn run(
         recv_hwm: run.recv_hwm,
         peer_wait: run.peer_wait,
         peer_queue_max: run.peer_queue_max,
+        batch_max: run.batch_max,
         max_message_bytes: i64::try_from(
             app.node.message_bytes_max + exchange_runtime::codec::HEADER_BYTES_MAX + 1024,
         )
@@ -119,6 +120,9 @@ pub fn run(
             .control_endpoint()
             .unwrap_or_else(|| run.control.clone());
         let mut joined = Discovery::bind(resolved, &node, life, &app_endpoint, &control_endpoint)?;
+        transport
+            .watch(joined.fd())
+            .map_err(|error| format!("cannot wait on discovery's socket: {error}"))?;
         joined.start(clock.now());
         tracing::info!(listen = %resolved.listen, advertise = %resolved.advertise, seeds = ?resolved.seeds, "discovery started");
         discovery = Some(joined);
@@ -213,7 +217,7 @@ fn turn(
         })
     };
     let ready = transport
-        .poll(wait, discovery.as_ref().map(Discovery::fd))
+        .poll(wait)
         .map_err(|error| format!("poll failed: {error}"))?;
     let now = clock.now();
     let mut datagrams = false;
@@ -279,20 +283,28 @@ fn flush(
     now: Time,
 ) {
     let instant = std::time::Instant::now();
-    while let Some(output) = node.poll_output() {
-        match output {
-            Output::Transmit(transmit) => {
-                if let Err((transmit, error)) = transport.send(transmit, instant) {
-                    node.handle_transmit_error(now, transmit, error);
+    loop {
+        while let Some(output) = node.poll_output() {
+            match output {
+                Output::Transmit(transmit) => {
+                    if let Err((transmit, error)) = transport.send(transmit, instant) {
+                        node.handle_transmit_error(now, transmit, error);
+                    }
                 }
-            }
-            Output::Event(Event::Interest { name, subscribed }) => {
-                if let Some(discovery) = discovery {
-                    discovery.note_interest(now, name.as_str(), subscribed);
+                Output::Event(Event::Interest { name, subscribed }) => {
+                    if let Some(discovery) = discovery {
+                        discovery.note_interest(now, name.as_str(), subscribed);
+                    }
                 }
+                Output::Event(event) => crate::report::log_event(node.id(), &event),
             }
-            Output::Event(event) => crate::report::log_event(node.id(), &event),
         }
+        // A failure may bounce to another node: send until nothing is left.
+        let failed = transport.flush(instant);
+        if failed.is_empty() {
+            break;
+        }
+        feed_back(node, failed, now);
     }
     if let Some(discovery) = discovery {
         discovery.send();

@@ -1,6 +1,8 @@
 //! The ZeroMQ transport: the runtime's transport SPI over real sockets.
 //!
-//! The app plane, `[identity][header][payload]`, uses two ROUTER sockets per node,
+//! The app plane, `[identity]([header][payload])+` (one or more envelopes per
+//! frame set: what a turn emits for a peer goes out together, up to
+//! `batch_max`), uses two ROUTER sockets per node,
 //! both with routing id `n` + the node id (8 bytes, big-endian):
 //!
 //! - the *inbound* socket is bound at `run.listen` and only receives; the sender
@@ -42,6 +44,8 @@ pub struct SocketOptions {
     pub peer_wait: Duration,
     /// Messages held per peer at most while its connection is not up.
     pub peer_queue_max: usize,
+    /// Envelopes one frame set carries at most (1: one envelope per frame set).
+    pub batch_max: std::num::NonZeroUsize,
 }
 
 /// Opening the sockets failed; nothing is listening.
@@ -75,12 +79,20 @@ pub enum TransportError {
     /// A socket could not be created or configured.
     #[error("socket setup: {0}")]
     Socket(#[from] zmq::Error),
+    /// The descriptors could not be registered for waiting.
+    #[error("cannot wait on the sockets: {0}")]
+    Poll(std::io::Error),
 }
+
+const APP: mio::Token = mio::Token(0);
+const CONTROL: mio::Token = mio::Token(1);
+const EXTRA: mio::Token = mio::Token(2);
 
 /// What arrived on the app socket.
 #[derive(Debug)]
 pub enum Received<'a> {
-    /// An envelope: the sending node (0 if the identity is not a node's), header, payload.
+    /// One envelope of a frame set: the sending node (0 if the identity is not
+    /// a node's), header, payload.
     Frames {
         /// The sender, from the connection's identity.
         from: NodeId,
@@ -89,7 +101,7 @@ pub enum Received<'a> {
         /// The payload frame.
         payload: Bytes,
     },
-    /// A frame set that is not `[identity][header][payload]`.
+    /// A frame set, or the end of one, that is not `[identity]([header][payload])+`.
     Garbage,
 }
 
@@ -129,13 +141,21 @@ pub struct ZmqTransport {
     held: BTreeMap<NodeId, VecDeque<(Instant, Transmit)>>,
     /// Peers connected to, and at which endpoint.
     peers: BTreeMap<NodeId, String>,
-    /// The app and control sockets' signalling descriptors (`ZMQ_FD`).
-    signals: (std::os::fd::RawFd, std::os::fd::RawFd),
+    /// Waits on the app and control sockets' signalling descriptors
+    /// (`ZMQ_FD`) and any descriptor given to [`ZmqTransport::watch`].
+    poller: mio::Poll,
+    events: mio::Events,
     /// Receive buffers, reused for every frame set: no allocation per frame
     /// but the payload's own.
     frames: [zmq::Message; 3],
+    /// The sender of the frame set being read, while envelopes of it are left.
+    reading: Option<NodeId>,
+    /// Envelopes accepted by `send` this turn, per peer, in order; `flush`
+    /// sends them as frame sets.
+    outgoing: BTreeMap<NodeId, Vec<Transmit>>,
     peer_wait: Duration,
     peer_queue_max: usize,
+    batch_max: usize,
     // Dropped last: sockets close before their context terminates.
     _context: zmq::Context,
 }
@@ -190,8 +210,23 @@ impl ZmqTransport {
         control_socket.set_linger(linger)?;
         control_socket.set_maxmsgsize(64 * 1024)?;
         bind(&control_socket, control)?;
+        let poller = mio::Poll::new().map_err(TransportError::Poll)?;
+        for (fd, token) in [
+            (inbound.get_fd()?, APP),
+            (control_socket.get_fd()?, CONTROL),
+        ] {
+            poller
+                .registry()
+                .register(
+                    &mut mio::unix::SourceFd(&fd),
+                    token,
+                    mio::Interest::READABLE,
+                )
+                .map_err(TransportError::Poll)?;
+        }
         Ok(ZmqTransport {
-            signals: (inbound.get_fd()?, control_socket.get_fd()?),
+            poller,
+            events: mio::Events::with_capacity(4),
             inbound,
             outbound,
             control: control_socket,
@@ -202,8 +237,11 @@ impl ZmqTransport {
                 zmq::Message::new(),
                 zmq::Message::new(),
             ],
+            reading: None,
+            outgoing: BTreeMap::new(),
             peer_wait: options.peer_wait,
             peer_queue_max: options.peer_queue_max,
+            batch_max: options.batch_max.get(),
             _context: context,
         })
     }
@@ -245,100 +283,146 @@ impl ZmqTransport {
         if let Some(endpoint) = self.peers.remove(&peer) {
             let _ = self.outbound.disconnect(&endpoint);
         }
-        self.held
-            .remove(&peer)
-            .into_iter()
-            .flatten()
-            .map(|(_, transmit)| (transmit, TransmitError::Unreachable))
+        let held = self.held.remove(&peer).into_iter().flatten();
+        let outgoing = self.outgoing.remove(&peer).into_iter().flatten();
+        held.map(|(_, transmit)| transmit)
+            .chain(outgoing)
+            .map(|transmit| (transmit, TransmitError::Unreachable))
             .collect()
     }
 
-    /// Waits up to `timeout` for news on either socket; returns (app, control).
-    ///
-    /// This polls the sockets' signalling descriptors (`ZMQ_FD`) directly: one
-    /// system call, where `zmq_poll` on the sockets makes one per socket more
-    /// to ask each for its events. A descriptor signals only *new* commands
-    /// from ZeroMQ's I/O thread, so the result is complete only for a socket
-    /// that was last read until it had nothing left; the loop reads each socket
-    /// dry before it waits (or else does not wait).
-    ///
-    /// `extra` is one more descriptor to wait on (discovery's UDP socket).
-    pub fn poll(
-        &self,
-        timeout: Duration,
-        extra: Option<std::os::fd::RawFd>,
-    ) -> zmq::Result<Readiness> {
-        let mut items = [
-            zmq::PollItem::from_fd(self.signals.0, zmq::POLLIN),
-            zmq::PollItem::from_fd(self.signals.1, zmq::POLLIN),
-            zmq::PollItem::from_fd(extra.unwrap_or(-1), zmq::POLLIN),
-        ];
-        let count = if extra.is_some() { 3 } else { 2 };
-        let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
-        match zmq::poll(&mut items[..count], timeout_ms) {
-            Ok(_) => Ok(Readiness {
-                app: items[0].is_readable(),
-                control: items[1].is_readable(),
-                extra: count == 3 && items[2].is_readable(),
-            }),
-            // A signal (SIGTERM, SIGINT) interrupts the wait; the loop checks its flag.
-            Err(zmq::Error::EINTR) => Ok(Readiness::default()),
-            Err(error) => Err(error),
-        }
+    /// Adds a descriptor for [`ZmqTransport::poll`] to wait on (discovery's UDP
+    /// socket), reported as [`Readiness::extra`].
+    pub fn watch(&mut self, fd: std::os::fd::RawFd) -> std::io::Result<()> {
+        self.poller.registry().register(
+            &mut mio::unix::SourceFd(&fd),
+            EXTRA,
+            mio::Interest::READABLE,
+        )
     }
 
-    /// The next frame set on the app socket, if one is waiting. The frames are
-    /// read into buffers the transport keeps, so only the payload is copied out.
-    /// (`None` leaves the socket read dry, see [`ZmqTransport::poll`].)
+    /// Waits up to `timeout` for news on the sockets and the watched descriptor.
+    ///
+    /// This waits on the sockets' signalling descriptors (`ZMQ_FD`) directly,
+    /// with one system call (`zmq_poll` makes one per socket more, and one more
+    /// for a first pass that does not wait). A descriptor signals only *new*
+    /// commands from ZeroMQ's I/O thread (and the wait is edge-triggered), so the
+    /// result is complete only for a socket that was last read until it had
+    /// nothing left; the loop reads each socket and the watched descriptor dry
+    /// before it waits (or else does not wait).
+    pub fn poll(&mut self, timeout: Duration) -> std::io::Result<Readiness> {
+        match self.poller.poll(&mut self.events, Some(timeout)) {
+            Ok(()) => {}
+            // A signal (SIGTERM, SIGINT) interrupts the wait; the loop checks its flag.
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {
+                return Ok(Readiness::default());
+            }
+            Err(error) => return Err(error),
+        }
+        let mut ready = Readiness::default();
+        for event in &self.events {
+            match event.token() {
+                APP => ready.app = true,
+                CONTROL => ready.control = true,
+                _ => ready.extra = true,
+            }
+        }
+        Ok(ready)
+    }
+
+    /// The next envelope on the app socket, if one is waiting. A frame set may
+    /// carry several; they are read one at a time, so the loop can stop between
+    /// two and go on next turn. The frames are read into buffers the transport
+    /// keeps, so only the payload is copied out. (`None` leaves the socket read
+    /// dry, see [`ZmqTransport::poll`].)
     pub fn recv_app(&mut self) -> Option<Received<'_>> {
         let [identity, header, payload] = &mut self.frames;
-        self.inbound.recv(identity, zmq::DONTWAIT).ok()?;
+        let from = match self.reading.take() {
+            Some(from) => from,
+            None => {
+                self.inbound.recv(identity, zmq::DONTWAIT).ok()?;
+                if !identity.get_more() {
+                    return Some(Received::Garbage);
+                }
+                node_of(identity)
+            }
+        };
         // Parts of a frame set arrive together: once the first is read, the rest
         // are there. A failed read ends the set like a last frame would.
-        let mut more = identity.get_more();
-        let mut parts = 1;
-        for frame in [&mut *header, &mut *payload] {
-            if !more {
-                break;
-            }
-            more = self.inbound.recv(frame, zmq::DONTWAIT).is_ok() && frame.get_more();
-            parts += 1;
-        }
-        if parts != 3 || more {
-            // Read what is left of the set, so the next read starts a new one.
-            while more {
-                more = self.inbound.recv(payload, zmq::DONTWAIT).is_ok() && payload.get_more();
-            }
+        let complete = self.inbound.recv(header, zmq::DONTWAIT).is_ok()
+            && header.get_more()
+            && self.inbound.recv(payload, zmq::DONTWAIT).is_ok();
+        if !complete {
+            // A header without its payload ends the set.
             return Some(Received::Garbage);
         }
+        if payload.get_more() {
+            self.reading = Some(from);
+        }
         Some(Received::Frames {
-            from: node_of(identity),
+            from,
             header: &header[..],
             payload: Bytes::copy_from_slice(payload),
         })
     }
 
-    /// Sends a transmit without blocking. A message for a configured peer whose
-    /// connection is not up yet is held (at most `peer_queue_max`, for at most
-    /// `peer_wait`) and sent by [`ZmqTransport::retry_held`] once it is; anything
-    /// else that cannot go now is handed back with why.
+    /// Takes a transmit for sending at the next [`ZmqTransport::flush`], which
+    /// puts a peer's envelopes into as few frame sets as `batch_max` allows. A
+    /// message for a configured peer whose connection is not up yet is held (at
+    /// most `peer_queue_max`, for at most `peer_wait`) and sent by
+    /// [`ZmqTransport::retry_held`] once it is.
     pub fn send(
         &mut self,
         transmit: Transmit,
         now: Instant,
     ) -> Result<(), (Transmit, TransmitError)> {
-        let to = transmit.to;
-        if self.held.get(&to).is_some_and(|queue| !queue.is_empty()) {
+        if self
+            .held
+            .get(&transmit.to)
+            .is_some_and(|queue| !queue.is_empty())
+        {
             // Behind what is already waiting, to keep the order.
             return self.hold(transmit, now);
         }
-        match self.try_send(&transmit) {
-            Ok(()) => Ok(()),
-            Err(TransmitError::Unreachable) if self.peers.contains_key(&to) => {
-                self.hold(transmit, now)
+        self.outgoing.entry(transmit.to).or_default().push(transmit);
+        Ok(())
+    }
+
+    /// Sends what [`ZmqTransport::send`] took, without blocking; returns what
+    /// cannot go: a peer that is not connected (`EHOSTUNREACH`; held instead if
+    /// it is a configured one) or whose queue is full (`EAGAIN`: the rest for
+    /// that peer fails too).
+    pub fn flush(&mut self, now: Instant) -> Vec<(Transmit, TransmitError)> {
+        let mut failed = Vec::new();
+        let mut outgoing = std::mem::take(&mut self.outgoing);
+        for (&to, queue) in &mut outgoing {
+            let mut sent = 0;
+            let mut error = None;
+            for set in queue.chunks(self.batch_max) {
+                match self.send_set(to, set) {
+                    Ok(()) => sent += set.len(),
+                    Err(e) => {
+                        error = Some(e);
+                        break;
+                    }
+                }
             }
-            Err(error) => Err((transmit, error)),
+            let mut rest = queue.drain(..).skip(sent);
+            match error {
+                None => {}
+                Some(TransmitError::Unreachable) if self.peers.contains_key(&to) => {
+                    for transmit in rest.by_ref() {
+                        if let Err(refused) = self.hold(transmit, now) {
+                            failed.push(refused);
+                        }
+                    }
+                }
+                Some(error) => failed.extend(rest.by_ref().map(|transmit| (transmit, error))),
+            }
         }
+        // The per-peer vectors stay, with their capacity, for the next turn.
+        self.outgoing = outgoing;
+        failed
     }
 
     fn hold(&mut self, transmit: Transmit, now: Instant) -> Result<(), (Transmit, TransmitError)> {
@@ -367,7 +451,7 @@ impl ZmqTransport {
                     failed.push((transmit, TransmitError::Unreachable));
                     continue;
                 }
-                match self.try_send(transmit) {
+                match self.send_set(transmit.to, std::slice::from_ref(transmit)) {
                     Ok(()) => {
                         queue.pop_front();
                     }
@@ -393,20 +477,29 @@ impl ZmqTransport {
             .collect()
     }
 
-    fn try_send(&self, transmit: &Transmit) -> Result<(), TransmitError> {
-        let to = identity(transmit.to);
-        let first = self.outbound.send(&to[..], zmq::SNDMORE | zmq::DONTWAIT);
+    /// One frame set, `[identity]([header][payload])+`, to `to`.
+    fn send_set(&self, to: NodeId, set: &[Transmit]) -> Result<(), TransmitError> {
+        let first = self
+            .outbound
+            .send(&identity(to)[..], zmq::SNDMORE | zmq::DONTWAIT);
         match first {
             Ok(()) => {}
             Err(zmq::Error::EHOSTUNREACH) => return Err(TransmitError::Unreachable),
             Err(_) => return Err(TransmitError::WouldBlock),
         }
-        // Once the first frame is taken, libzmq takes the rest of the message.
-        let rest = self
-            .outbound
-            .send(&transmit.header[..], zmq::SNDMORE | zmq::DONTWAIT)
-            .and_then(|()| self.outbound.send(&transmit.payload[..], zmq::DONTWAIT));
-        rest.map_err(|_| TransmitError::WouldBlock)
+        // Once the first frame is taken, libzmq takes the rest of the set.
+        let last = set.len() - 1;
+        for (i, transmit) in set.iter().enumerate() {
+            let more = if i == last { 0 } else { zmq::SNDMORE };
+            self.outbound
+                .send(&transmit.header[..], zmq::SNDMORE | zmq::DONTWAIT)
+                .and_then(|()| {
+                    self.outbound
+                        .send(&transmit.payload[..], more | zmq::DONTWAIT)
+                })
+                .map_err(|_| TransmitError::WouldBlock)?;
+        }
+        Ok(())
     }
 
     /// The next control request, `[client identity, …frames]`, if one is waiting.
@@ -428,6 +521,10 @@ impl exchange_runtime::Transport for ZmqTransport {
         transmit: Transmit,
     ) -> Result<(), (Transmit, TransmitError)> {
         self.send(transmit, Instant::now())
+    }
+
+    fn flush(&mut self, _now: exchange_runtime::Time) -> Vec<(Transmit, TransmitError)> {
+        ZmqTransport::flush(self, Instant::now())
     }
 }
 

@@ -25,34 +25,44 @@ fn garbage_frames_are_counted_malformed_and_the_container_keeps_serving() {
     let raw = context.socket(zmq::DEALER).unwrap();
     raw.set_linger(0).unwrap();
     raw.connect(&cluster.app_endpoint(STORE)).unwrap();
+    // A frame set is `[header][payload]` pairs after the identity ZeroMQ adds;
+    // each pair is one envelope. Garbage: a lone frame, a pair whose header does
+    // not decode, and (in `[a][b][c]`) both.
     raw.send_multipart([&b"just one frame"[..]], 0).unwrap();
     raw.send_multipart([&b"\xff\xff"[..], b"payload"], 0)
         .unwrap();
-    raw.send_multipart([&b"a"[..], b"b", b"c", b"d"], 0)
-        .unwrap();
-    // Then a well-formed one-way put, from a stranger: it is handled.
-    let envelope = pb::Envelope {
-        id: 1,
-        name: "kv.put".into(),
-        kind: pb::Kind::Send as i32,
-        source: Some(pb::Address {
-            node: 99,
-            component: 0,
-        }),
-        ..Default::default()
+    raw.send_multipart([&b"a"[..], b"b", b"c"], 0).unwrap();
+    // Then well-formed one-way puts, from a stranger: two in one frame set,
+    // then one followed by a frame without its pair. The puts are handled.
+    let put = |id: u64| {
+        let envelope = pb::Envelope {
+            id,
+            name: "kv.put".into(),
+            kind: pb::Kind::Send as i32,
+            source: Some(pb::Address {
+                node: 99,
+                component: 0,
+            }),
+            ..Default::default()
+        };
+        let put = Put {
+            key: format!("k{id}"),
+            value: b"v".to_vec(),
+        };
+        [envelope.encode_to_vec(), put.encode_to_vec()]
     };
-    let put = Put {
-        key: "k".into(),
-        value: b"v".to_vec(),
-    };
-    raw.send_multipart([envelope.encode_to_vec(), put.encode_to_vec()], 0)
+    let [h1, p1] = put(1);
+    let [h2, p2] = put(2);
+    raw.send_multipart([h1, p1, h2, p2], 0).unwrap();
+    let [h3, p3] = put(3);
+    raw.send_multipart([h3, p3, b"no payload".to_vec()], 0)
         .unwrap();
 
     let status = cluster.wait_for(STORE, Duration::from_secs(5), |s| {
-        s.components[0].handled == 1
+        s.components[0].handled == 3
     });
-    assert_eq!(status.node_dropped.get("malformed"), Some(&3), "{status:?}");
-    assert_eq!(status.frames_in, 4);
+    assert_eq!(status.node_dropped.get("malformed"), Some(&5), "{status:?}");
+    assert_eq!(status.frames_in, 8);
     let (exit, _, _) = cluster.terminate(STORE, Duration::from_secs(2));
     assert!(exit.success());
 }

@@ -223,10 +223,17 @@ impl Cluster {
 
     /// Starts `member` with `extra` config.
     pub fn start(&mut self, member: Member, extra: &str) {
+        self.start_with_env(member, extra, &[]);
+    }
+
+    /// Starts `member` with `extra` config and environment variables (such as
+    /// `EXCHANGE__RUN__…` overrides).
+    pub fn start_with_env(&mut self, member: Member, extra: &str, env: &[(&str, &str)]) {
         let config = self.config(member, extra);
         let child = Command::new(env!("CARGO_BIN_EXE_exchange"))
             .args(["run", "--config", config.to_str().expect("utf-8 path")])
             .env_remove("EXCHANGE_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

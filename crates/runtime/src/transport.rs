@@ -38,5 +38,11 @@ pub enum TransmitError {
 /// Carries frames between nodes.
 pub trait Transport {
     /// Hands `transmit` to the network at `now`; on failure gives it back with why.
+    /// A transport may keep it until [`Transport::flush`], to send several to
+    /// one peer together.
     fn transmit(&mut self, now: Time, transmit: Transmit) -> Result<(), (Transmit, TransmitError)>;
+
+    /// Sends what [`Transport::transmit`] kept; gives back what could not go,
+    /// with why. Drivers call it once they have handed over a turn's transmits.
+    fn flush(&mut self, now: Time) -> Vec<(Transmit, TransmitError)>;
 }
