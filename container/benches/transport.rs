@@ -1,6 +1,8 @@
 //! Container-to-container messaging against raw ZeroMQ, measured in the same run.
 //!
 //! `cargo bench -p exchange-container --bench transport [-- --quick]`
+//! (`--pairs N` pairs per configuration, `--only request/1/tcp` the
+//! configurations whose `kind/in_flight/transport/placement` starts so)
 //!
 //! Subjects, over `tcp` and `ipc`:
 //! - request/reply with 1 and 100 in flight: raw DEALER→ROUTER echo (this binary
@@ -51,7 +53,11 @@ fn main() {
         );
     }
     let quick = args.iter().any(|a| a == "--quick" || a == "--test");
-    let pairs = if quick { 1 } else { 3 };
+    let pairs = value("--pairs")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 1 } else { 3 });
+    // `--only request/1/tcp/split`: configurations whose name starts so.
+    let only = value("--only").unwrap_or_default();
     if Command::new("taskset").arg("--version").output().is_err() {
         eprintln!("transport bench: `taskset` (util-linux) is needed to pin processes");
         std::process::exit(2);
@@ -59,7 +65,9 @@ fn main() {
     for (kind, in_flight) in [("request", 1), ("request", 100), ("one_way", 0)] {
         for transport in ["tcp", "ipc"] {
             for placement in ["same", "split"] {
-                measure(kind, in_flight, transport, placement, pairs);
+                if format!("{kind}/{in_flight}/{transport}/{placement}").starts_with(&only) {
+                    measure(kind, in_flight, transport, placement, pairs);
+                }
             }
         }
     }

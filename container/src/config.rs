@@ -119,7 +119,9 @@ pub struct RunConfig {
     #[serde(default = "RunConfig::default_hwm")]
     pub recv_hwm: i32,
     /// Messages for one peer that one frame set carries at most: what a loop
-    /// turn emits for a peer goes out in as few frame sets as this allows.
+    /// turn emits for a peer goes out in as few frame sets as this allows. A
+    /// turn also reads at most this many messages, so its answers leave before
+    /// more are read (two busy containers then work at the same time).
     #[serde(default = "RunConfig::default_batch_max")]
     pub batch_max: std::num::NonZeroUsize,
     /// How long a message may wait for a configured peer that is not connected
@@ -143,7 +145,7 @@ impl RunConfig {
         10_000
     }
     fn default_batch_max() -> std::num::NonZeroUsize {
-        std::num::NonZeroUsize::new(64).expect("not zero")
+        std::num::NonZeroUsize::new(32).expect("not zero")
     }
     fn default_peer_wait() -> Duration {
         Duration::from_secs(1)

@@ -155,6 +155,7 @@ pub fn run(
             &clock,
             &mut stopwatch,
             unread,
+            run.batch_max.get(),
         )?;
     }
     // Then what is left is bounced (remote senders) or counted. Messages still
@@ -182,10 +183,13 @@ struct Unread {
 }
 
 /// One turn of the loop: wait for I/O or the next deadline, take in frames and
-/// control requests, run handlers, send what they emitted. Frames are read only
-/// as far as the node can run them this turn (its intake room); the rest wait in
-/// ZeroMQ's queue, which pushes back on the senders. While something is left
-/// unread, or a deadline is due, the loop looks at the sockets without waiting.
+/// control requests, run handlers, send what they emitted. Envelopes are read
+/// only as far as the node can run them this turn (its intake room), and at
+/// most `read_max` (a frame set's worth, `batch_max`): a turn's answers go out
+/// before the next envelopes are read, so two busy containers work at the same
+/// time instead of in turn. The rest wait in ZeroMQ's queue, which pushes back
+/// on the senders. While something is left unread, or a deadline is due, the
+/// loop looks at the sockets without waiting.
 fn turn(
     node: &mut Node,
     transport: &mut ZmqTransport,
@@ -193,6 +197,7 @@ fn turn(
     clock: &Clock,
     stopwatch: &mut RealStopwatch,
     unread: Unread,
+    read_max: usize,
 ) -> Result<Unread, String> {
     let now = clock.now();
     let deadline = [
@@ -234,7 +239,7 @@ fn turn(
     let mut app = false;
     if ready.app || unread.app {
         app = true;
-        for _ in 0..node.intake_room() {
+        for _ in 0..node.intake_room().min(read_max) {
             match transport.recv_app() {
                 None => {
                     app = false;
