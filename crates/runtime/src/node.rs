@@ -699,8 +699,9 @@ impl Node {
             .saturating_sub(self.queue.len())
     }
 
-    /// A frame set the transport could not split into an envelope (wrong frame
-    /// count): counted as a `malformed` drop, like a header that does not decode.
+    /// Frames the transport could not pair into an envelope (no frame after the
+    /// identity, a header without its payload): counted as a `malformed` drop,
+    /// like a header that does not decode.
     pub fn handle_undecodable(&mut self, now: Time) {
         self.now = now;
         self.stats.frames_in += 1;
