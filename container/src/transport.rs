@@ -84,6 +84,11 @@ pub enum TransportError {
     Poll(std::io::Error),
 }
 
+/// How long the connection to a peer that went away stays open (see
+/// [`ZmqTransport::disconnect`]): longer than a leaving peer takes to drain
+/// and exit.
+pub const RETIRE_AFTER: Duration = Duration::from_secs(10);
+
 const APP: mio::Token = mio::Token(0);
 const CONTROL: mio::Token = mio::Token(1);
 const EXTRA: mio::Token = mio::Token(2);
@@ -141,6 +146,9 @@ pub struct ZmqTransport {
     held: BTreeMap<NodeId, VecDeque<(Instant, Transmit)>>,
     /// Peers connected to, and at which endpoint.
     peers: BTreeMap<NodeId, String>,
+    /// Endpoints of peers that went away, still connected in ZeroMQ until the
+    /// time given (see [`ZmqTransport::disconnect`]).
+    retiring: Vec<(Instant, String)>,
     /// Waits on the app and control sockets' signalling descriptors
     /// (`ZMQ_FD`) and any descriptor given to [`ZmqTransport::watch`].
     poller: mio::Poll,
@@ -232,6 +240,7 @@ impl ZmqTransport {
             control: control_socket,
             held: BTreeMap::new(),
             peers: BTreeMap::new(),
+            retiring: Vec::new(),
             frames: [
                 zmq::Message::new(),
                 zmq::Message::new(),
@@ -265,23 +274,33 @@ impl ZmqTransport {
         }
         if let Some(old) = self.peers.remove(&peer) {
             // Moved: the old connection goes (ZeroMQ would keep redialling it).
-            let _ = self.outbound.disconnect(&old);
+            self.retire(old);
         }
-        self.outbound
-            .connect(endpoint)
-            .map_err(|error| TransportError::Connect {
-                endpoint: endpoint.to_owned(),
-                error,
-            })?;
+        let retired = self.retiring.len();
+        self.retiring.retain(|(_, retiring)| retiring != endpoint);
+        if self.retiring.len() == retired {
+            self.outbound
+                .connect(endpoint)
+                .map_err(|error| TransportError::Connect {
+                    endpoint: endpoint.to_owned(),
+                    error,
+                })?;
+        }
         self.peers.insert(peer, endpoint.to_owned());
         Ok(())
     }
 
-    /// Stops talking to `peer` (it went down or left): closes the connection
-    /// and gives up on what was held for it (returned as unreachable).
+    /// Stops talking to `peer` (it went down or left) and gives up on what was
+    /// held for it (returned as unreachable). The router no longer sends to it;
+    /// its connection is closed [`RETIRE_AFTER`] later, by
+    /// [`ZmqTransport::close_retired`]. (Closing a connection whose ZeroMQ
+    /// engine is part-way through writing a frame set, then losing the
+    /// connection, trips an assertion in libzmq 4.3.5 that aborts the process
+    /// — `session_base.cpp:233`; seen when a peer that was leaving exited. By
+    /// then a peer that left or died has closed its end.)
     pub fn disconnect(&mut self, peer: NodeId) -> Vec<(Transmit, TransmitError)> {
         if let Some(endpoint) = self.peers.remove(&peer) {
-            let _ = self.outbound.disconnect(&endpoint);
+            self.retire(endpoint);
         }
         let held = self.held.remove(&peer).into_iter().flatten();
         let outgoing = self.outgoing.remove(&peer).into_iter().flatten();
@@ -289,6 +308,26 @@ impl ZmqTransport {
             .chain(outgoing)
             .map(|transmit| (transmit, TransmitError::Unreachable))
             .collect()
+    }
+
+    fn retire(&mut self, endpoint: String) {
+        if !self.peers.values().any(|known| *known == endpoint) {
+            self.retiring
+                .push((Instant::now() + RETIRE_AFTER, endpoint));
+        }
+    }
+
+    /// Closes the connections of peers that went away [`RETIRE_AFTER`] ago
+    /// (ZeroMQ would keep redialling them).
+    pub fn close_retired(&mut self, now: Instant) {
+        let outbound = &self.outbound;
+        self.retiring.retain(|(due, endpoint)| {
+            if *due > now {
+                return true;
+            }
+            let _ = outbound.disconnect(endpoint);
+            false
+        });
     }
 
     /// Adds a descriptor for [`ZmqTransport::poll`] to wait on (discovery's UDP

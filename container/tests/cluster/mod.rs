@@ -317,6 +317,14 @@ impl Cluster {
         loop {
             if let Some(status) = child.try_wait().expect("child status") {
                 let output = child.wait_with_output().expect("child output");
+                if !status.success() {
+                    // Shown with the failing test's output.
+                    println!(
+                        "{} exited with {status}; its stderr:\n{}",
+                        member.name,
+                        String::from_utf8_lossy(&output.stderr)
+                    );
+                }
                 return (
                     status,
                     String::from_utf8_lossy(&output.stdout).into_owned(),
