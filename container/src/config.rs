@@ -87,7 +87,7 @@ impl DiscoveryConfig {
         "default".into()
     }
     fn default_probe_period() -> Duration {
-        Duration::from_millis(500)
+        exchange_discovery::PROBE_PERIOD
     }
     fn default_version() -> String {
         env!("CARGO_PKG_VERSION").into()

@@ -254,11 +254,11 @@ fn turn(
             }
         }
     }
-    let instant = std::time::Instant::now();
-    if transport.held() > 0 {
+    if transport.waiting() {
+        let instant = std::time::Instant::now();
         feed_back(node, transport.retry_held(instant), now);
+        transport.close_retired(instant);
     }
-    transport.close_retired(instant);
     if node.poll_timeout().is_some_and(|deadline| deadline <= now) {
         node.handle_timeout(now);
     }

@@ -93,16 +93,6 @@ pub enum Routes {
     Static,
 }
 
-impl Routes {
-    /// Its name on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Routes::Discovery => "discovery",
-            Routes::Static => "static",
-        }
-    }
-}
-
 /// The simulator's options for one seed of `plan` (the probe period from the
 /// app's `[discovery]`, else the default).
 pub fn options(app: &AppConfig, plan: &SimPlan, seed: u64) -> SimOptions {
@@ -113,7 +103,7 @@ pub fn options(app: &AppConfig, plan: &SimPlan, seed: u64) -> SimOptions {
             let probe = app
                 .discovery
                 .as_ref()
-                .map_or(Duration::from_millis(500), |d| d.probe_period);
+                .map_or(exchange_discovery::PROBE_PERIOD, |d| d.probe_period);
             options.with_discovery(probe)
         }
     }
@@ -127,7 +117,9 @@ impl SimPlan {
             self.nodes,
             humantime::format_duration(self.run_for),
             self.faults,
-            self.routes.name(),
+            clap::ValueEnum::to_possible_value(&self.routes)
+                .expect("no variant is skipped")
+                .get_name(),
         );
         if let Some(config) = &self.config {
             let _ = write!(command, " --config {}", config.display());

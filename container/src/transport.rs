@@ -446,17 +446,17 @@ impl ZmqTransport {
                     }
                 }
             }
-            let mut rest = queue.drain(..).skip(sent);
+            let rest = queue.drain(..).skip(sent);
             match error {
                 None => {}
                 Some(TransmitError::Unreachable) if self.peers.contains_key(&to) => {
-                    for transmit in rest.by_ref() {
+                    for transmit in rest {
                         if let Err(refused) = self.hold(transmit, now) {
                             failed.push(refused);
                         }
                     }
                 }
-                Some(error) => failed.extend(rest.by_ref().map(|transmit| (transmit, error))),
+                Some(error) => failed.extend(rest.map(|transmit| (transmit, error))),
             }
         }
         // The per-peer vectors stay, with their capacity, for the next turn.
@@ -476,6 +476,13 @@ impl ZmqTransport {
     /// Messages held for peers not connected yet.
     pub fn held(&self) -> usize {
         self.held.values().map(VecDeque::len).sum()
+    }
+
+    /// Whether anything waits on time here: held messages to retry or fail
+    /// ([`ZmqTransport::retry_held`]), connections to close
+    /// ([`ZmqTransport::close_retired`]).
+    pub fn waiting(&self) -> bool {
+        !self.held.is_empty() || !self.retiring.is_empty()
     }
 
     /// Sends what was held for peers that are connected now; returns what waited

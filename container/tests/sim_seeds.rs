@@ -18,9 +18,6 @@ fn light_app(registry: &Registry) -> AppConfig {
     config::load(Some(&path), registry).expect("ops/sim/social.toml loads")
 }
 
-/// The probe period `exchange sim` uses without a `[discovery]` section.
-const PROBE: Duration = Duration::from_millis(500);
-
 fn run(app: &AppConfig, registry: &Registry, seed: u64, run_for: Duration) -> SimReport {
     run_seed(
         app,
@@ -31,8 +28,8 @@ fn run(app: &AppConfig, registry: &Registry, seed: u64, run_for: Duration) -> Si
 }
 
 fn run_discovering(app: &AppConfig, registry: &Registry, seed: u64, nodes: usize) -> SimReport {
-    let options =
-        SimOptions::new(seed, Duration::from_secs(3), Faults::all()).with_discovery(PROBE);
+    let options = SimOptions::new(seed, Duration::from_secs(3), Faults::all())
+        .with_discovery(exchange_discovery::PROBE_PERIOD);
     run_seed(app, registry, nodes, &options)
 }
 
@@ -40,9 +37,12 @@ fn failures(first: u64, last: u64, discovery: bool) -> Vec<String> {
     let registry = example_registry();
     let app = light_app(&registry);
     (first..=last)
-        .map(|seed| match discovery {
-            true => run_discovering(&app, &registry, seed, 3),
-            false => run(&app, &registry, seed, Duration::from_secs(3)),
+        .map(|seed| {
+            if discovery {
+                run_discovering(&app, &registry, seed, 3)
+            } else {
+                run(&app, &registry, seed, Duration::from_secs(3))
+            }
         })
         .filter(|report| !report.passed())
         .map(|report| format!("seed {}: {:?}", report.seed, report.violations[0]))

@@ -135,7 +135,6 @@ impl Ord for Frame {
     }
 }
 
-/// Links between nodes, named by their ends in either order.
 /// A link's own latency, fixed for the run: drawn from `range` by a hash of
 /// `seed` and the link's ends (no table: any number of nodes).
 pub(crate) fn link_latency(seed: u64, range: (Duration, Duration), a: u64, b: u64) -> Duration {
@@ -154,6 +153,7 @@ pub(crate) fn jittered(rng: &mut ChaCha8Rng, latency: Duration, jitter: Duration
     latency + Duration::from_micros(rng.random_range(0..=jitter))
 }
 
+/// Links between nodes, named by their ends in either order.
 fn link(a: NodeId, b: NodeId) -> (u64, u64) {
     (a.0.min(b.0), a.0.max(b.0))
 }
@@ -207,9 +207,8 @@ impl Network {
         }
     }
 
-    /// A link's base latency: fixed for the run, different per direction.
     /// The latency of one frame or datagram from `from` to `to`: the link's
-    /// own, plus jitter.
+    /// own (fixed for the run, different per direction), plus jitter.
     fn latency(&self, rng: &mut ChaCha8Rng, from: NodeId, to: NodeId) -> Duration {
         let link = link_latency(self.latency_seed, self.params.latency, from.0, to.0);
         jittered(rng, link, self.params.jitter)

@@ -427,11 +427,7 @@ impl Sim<'_, '_> {
                 .write_u64(what ^ subject.rotate_left(8) ^ from.0.rotate_left(40));
             routes::apply(node, local, membership.local(), &event);
         }
-        let mut out = Vec::new();
         while let Some(datagram) = membership.poll_transmit() {
-            out.push(datagram);
-        }
-        for datagram in out {
             match sim_id(datagram.to) {
                 Some(to) => {
                     self.net

@@ -49,7 +49,7 @@ impl SwimOptions {
         SwimOptions {
             seed,
             nodes,
-            probe_period: Duration::from_millis(500),
+            probe_period: exchange_discovery::PROBE_PERIOD,
             latency: (Duration::from_micros(50), Duration::from_millis(2)),
             jitter: Duration::from_micros(200),
             loss: 0.0,

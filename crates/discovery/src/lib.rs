@@ -15,6 +15,7 @@ pub mod routes;
 pub mod seal;
 
 pub use membership::{
-    Datagram, Event, Identity, Member, Membership, MembershipStats, MetaTooLarge, Settings,
+    Datagram, Event, Identity, Member, Membership, MembershipStats, MetaTooLarge, PROBE_PERIOD,
+    Settings,
 };
 pub use seal::{ClusterKey, Refusal};

@@ -209,17 +209,20 @@ pub struct Settings {
     pub rng_seed: u64,
 }
 
+/// SWIM's probe period unless configured: 500 ms, for a LAN.
+pub const PROBE_PERIOD: Duration = Duration::from_millis(500);
+
 impl Settings {
-    /// Defaults for a LAN: probe every 500 ms.
+    /// Defaults for a LAN: probe every [`PROBE_PERIOD`].
     pub fn new(node: NodeId, life: u64, addr: SocketAddr, key: ClusterKey) -> Settings {
-        Settings {
+        let mut settings = Settings {
             node,
             life,
             addr,
             seeds: Vec::new(),
             key,
-            probe_period: Duration::from_millis(500),
-            probe_rtt: Duration::from_millis(200),
+            probe_period: PROBE_PERIOD,
+            probe_rtt: Duration::ZERO,
             suspicion_factor: 4.0,
             window: Duration::from_secs(30),
             nonces_max: 1 << 16,
@@ -228,7 +231,9 @@ impl Settings {
             meta_refresh: Duration::from_secs(20),
             load_period: Duration::from_secs(1),
             rng_seed: node.0 ^ life.rotate_left(32),
-        }
+        };
+        settings.set_probe_period(PROBE_PERIOD);
+        settings
     }
 
     /// Sets the probe period, and the direct probe's wait to 2/5 of it (the
