@@ -3,9 +3,9 @@
 //! Used only at the edge of a node; messages between components of the same node
 //! are never encoded.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use exchange_idl::exchange::v1 as pb;
-use prost::encoding::{WireType, encode_varint, encoded_len_varint, key_len};
+use prost::encoding::{WireType, encoded_len_varint, key_len};
 
 use crate::ids::{Address, ComponentId, CorrelationId, Name, NodeId};
 use crate::message::{Bounce, ContentType, HOPS_MAX, Header, Hop, Horizon, Kind, TraceContext};
@@ -45,14 +45,8 @@ pub enum DecodeError {
 /// Encodes a header as `exchange.v1.Envelope` bytes, straight from the
 /// [`Header`] (no intermediate protobuf struct).
 pub fn encode_header(header: &Header) -> Bytes {
-    let mut buf = BytesMut::with_capacity(encoded_len_max(header));
-    encode_fields(header, &mut buf);
-    buf.freeze()
-}
-
-/// A first guess at the encoded size of `header` (the buffer grows if short).
-fn encoded_len_max(header: &Header) -> usize {
-    96 + header.name.len() + header.hops.len() * 24
+    let mut buf = BytesMut::new();
+    encode_header_into(header, &mut buf)
 }
 
 /// Encodes a header into the spare room of `buf` and splits it off: a caller
@@ -62,33 +56,57 @@ fn encoded_len_max(header: &Header) -> usize {
 pub fn encode_header_into(header: &Header, buf: &mut BytesMut) -> Bytes {
     /// The least a block holds, so that most headers do not allocate.
     const BLOCK_BYTES: usize = 16 * 1024;
-    let needed = encoded_len_max(header);
-    if buf.capacity() < needed {
-        buf.reserve(needed.max(BLOCK_BYTES));
+    let bound = encoded_len_bound(header);
+    if buf.capacity() - buf.len() < bound {
+        buf.reserve(bound.max(BLOCK_BYTES));
     }
-    encode_fields(header, buf);
+    // Written field by field into plain bytes, then cut to length: `BufMut`
+    // checks capacity on every byte.
+    let start = buf.len();
+    buf.resize(start + bound, 0);
+    let len = encode_fields(header, &mut buf[start..]);
+    buf.truncate(start + len);
     buf.split().freeze()
 }
 
-fn encode_fields(header: &Header, buf: &mut BytesMut) {
-    put_uint(buf, 1, header.id);
-    put_str(buf, 2, &header.name);
-    put_uint(buf, 3, header.kind as i32 as u64);
-    put_address(buf, 4, header.source);
+/// The most bytes `header` can encode to: every scalar field at its widest
+/// varint (10 bytes) with its key (up to 2 bytes), plus the strings.
+fn encoded_len_bound(header: &Header) -> usize {
+    const SCALAR: usize = 2 + 10;
+    const ADDRESS: usize = 2 + 1 + 2 * SCALAR;
+    const HOP: usize = 2 + 1 + 3 * SCALAR;
+    let strings = header.name.len()
+        + header.flow.as_ref().map_or(0, |flow| flow.len())
+        + header
+            .bounce
+            .as_ref()
+            .map_or(0, |bounce| bounce.detail.len());
+    // id, kind, correlation, horizon, deadline, trace flags, content type,
+    // bounce reason; three fixed64s; three strings' keys and lengths.
+    8 * SCALAR + 3 * (2 + 8) + 3 * SCALAR + 2 * ADDRESS + header.hops.len() * HOP + strings
+}
+
+/// Writes `header` into `out`, which holds at least [`encoded_len_bound`]
+/// bytes, and returns the length written.
+fn encode_fields(header: &Header, out: &mut [u8]) -> usize {
+    let mut w = Writer { out, len: 0 };
+    w.uint(1, header.id);
+    w.str(2, &header.name);
+    w.uint(3, header.kind as i32 as u64);
+    w.address(4, header.source);
     if let Some(target) = header.target {
-        put_address(buf, 5, target);
+        w.address(5, target);
     }
-    put_uint(buf, 6, header.correlation.0);
+    w.uint(6, header.correlation.0);
     if let Some(flow) = &header.flow {
-        put_str(buf, 7, flow);
+        w.str(7, flow);
     }
-    put_uint(buf, 8, header.horizon as i32 as u64);
-    put_uint(buf, 9, header.deadline.map_or(0, Time::as_micros));
-    put_fixed64(buf, 10, header.trace.trace_id);
-    put_fixed64(buf, 11, header.trace.span_id);
-    put_fixed64(buf, 12, header.trace.parent_span_id);
-    put_uint(
-        buf,
+    w.uint(8, header.horizon as i32 as u64);
+    w.uint(9, header.deadline.map_or(0, Time::as_micros));
+    w.fixed64(10, header.trace.trace_id);
+    w.fixed64(11, header.trace.span_id);
+    w.fixed64(12, header.trace.parent_span_id);
+    w.uint(
         13,
         if header.trace.sampled {
             u64::from(SAMPLED)
@@ -100,58 +118,81 @@ fn encode_fields(header: &Header, buf: &mut BytesMut) {
         let len = uint_len(1, hop.node.0)
             + uint_len(2, u64::from(hop.component.0))
             + uint_len(3, hop.at.as_micros());
-        put_key(buf, 14, WireType::LengthDelimited);
-        put_varint(buf, len as u64);
-        put_uint(buf, 1, hop.node.0);
-        put_uint(buf, 2, u64::from(hop.component.0));
-        put_uint(buf, 3, hop.at.as_micros());
+        w.key(14, WireType::LengthDelimited);
+        w.varint(len as u64);
+        w.uint(1, hop.node.0);
+        w.uint(2, u64::from(hop.component.0));
+        w.uint(3, hop.at.as_micros());
     }
-    put_uint(buf, 15, header.content_type as i32 as u64);
+    w.uint(15, header.content_type as i32 as u64);
     if let Some(bounce) = &header.bounce {
-        put_uint(buf, 16, bounce.reason as i32 as u64);
-        put_str(buf, 17, &bounce.detail);
+        w.uint(16, bounce.reason as i32 as u64);
+        w.str(17, &bounce.detail);
     }
+    w.len
 }
 
-/// Most keys and values in a header fit one byte; prost's general encoder goes
-/// through `BufMut` a byte at a time, so the one-byte case is done here.
-#[inline]
-fn put_varint(buf: &mut BytesMut, value: u64) {
-    if value < 0x80 {
-        buf.put_u8(value as u8);
-    } else {
-        encode_varint(value, buf);
+/// Protobuf's wire format into a byte slice known to be long enough.
+struct Writer<'a> {
+    out: &'a mut [u8],
+    len: usize,
+}
+
+impl Writer<'_> {
+    #[inline]
+    fn varint(&mut self, mut value: u64) {
+        while value >= 0x80 {
+            self.out[self.len] = value as u8 | 0x80;
+            self.len += 1;
+            value >>= 7;
+        }
+        self.out[self.len] = value as u8;
+        self.len += 1;
     }
-}
 
-#[inline]
-fn put_key(buf: &mut BytesMut, tag: u32, wire_type: WireType) {
-    put_varint(buf, (u64::from(tag) << 3) | wire_type as u64);
-}
-
-#[inline]
-fn put_uint(buf: &mut BytesMut, tag: u32, value: u64) {
-    // proto3: a field at its default value is not written.
-    if value != 0 {
-        put_key(buf, tag, WireType::Varint);
-        put_varint(buf, value);
+    #[inline]
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.out[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
     }
-}
 
-#[inline]
-fn put_fixed64(buf: &mut BytesMut, tag: u32, value: u64) {
-    if value != 0 {
-        put_key(buf, tag, WireType::SixtyFourBit);
-        buf.extend_from_slice(&value.to_le_bytes());
+    #[inline]
+    fn key(&mut self, tag: u32, wire_type: WireType) {
+        self.varint((u64::from(tag) << 3) | wire_type as u64);
     }
-}
 
-#[inline]
-fn put_str(buf: &mut BytesMut, tag: u32, value: &str) {
-    if !value.is_empty() {
-        put_key(buf, tag, WireType::LengthDelimited);
-        put_varint(buf, value.len() as u64);
-        buf.extend_from_slice(value.as_bytes());
+    #[inline]
+    fn uint(&mut self, tag: u32, value: u64) {
+        // proto3: a field at its default value is not written.
+        if value != 0 {
+            self.key(tag, WireType::Varint);
+            self.varint(value);
+        }
+    }
+
+    #[inline]
+    fn fixed64(&mut self, tag: u32, value: u64) {
+        if value != 0 {
+            self.key(tag, WireType::SixtyFourBit);
+            self.bytes(&value.to_le_bytes());
+        }
+    }
+
+    #[inline]
+    fn str(&mut self, tag: u32, value: &str) {
+        if !value.is_empty() {
+            self.key(tag, WireType::LengthDelimited);
+            self.varint(value.len() as u64);
+            self.bytes(value.as_bytes());
+        }
+    }
+
+    fn address(&mut self, tag: u32, address: Address) {
+        let len = uint_len(1, address.node.0) + uint_len(2, u64::from(address.component.0));
+        self.key(tag, WireType::LengthDelimited);
+        self.varint(len as u64);
+        self.uint(1, address.node.0);
+        self.uint(2, u64::from(address.component.0));
     }
 }
 
@@ -162,14 +203,6 @@ fn uint_len(tag: u32, value: u64) -> usize {
     } else {
         key_len(tag) + encoded_len_varint(value)
     }
-}
-
-fn put_address(buf: &mut BytesMut, tag: u32, address: Address) {
-    let len = uint_len(1, address.node.0) + uint_len(2, u64::from(address.component.0));
-    put_key(buf, tag, WireType::LengthDelimited);
-    put_varint(buf, len as u64);
-    put_uint(buf, 1, address.node.0);
-    put_uint(buf, 2, u64::from(address.component.0));
 }
 
 /// Decodes and checks a header frame without allocating for names the node
@@ -417,6 +450,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use prost::Message as _;
+    use prost::encoding::encode_varint;
     use smallvec::smallvec;
 
     /// The reference: the prost-generated type, field by field.
@@ -566,6 +600,34 @@ mod tests {
         prost::encoding::encode_key(98, WireType::Varint, &mut bytes);
         encode_varint(5, &mut bytes);
         assert_eq!(decode_header(&bytes, &Router::default()).unwrap(), header());
+    }
+
+    #[test]
+    fn widest_values_fit_the_bound() {
+        let widest = |header: &mut Header| {
+            header.id = u64::MAX;
+            header.source.node = NodeId(u64::MAX);
+            header.source.component = ComponentId(u32::MAX);
+            header.target = Some(header.source);
+            header.correlation = CorrelationId(u64::MAX);
+            header.deadline = Some(Time::from_micros(u64::MAX));
+            header.trace.trace_id = u64::MAX;
+            header.hops = (0..HOPS_MAX)
+                .map(|_| Hop {
+                    node: NodeId(u64::MAX),
+                    component: ComponentId(u32::MAX),
+                    at: Time::from_micros(u64::MAX),
+                })
+                .collect();
+        };
+        for hops in [0, 1, HOPS_MAX] {
+            let mut header = header();
+            widest(&mut header);
+            header.hops.truncate(hops);
+            let bytes = encode_header(&header);
+            assert!(bytes.len() <= encoded_len_bound(&header));
+            assert_eq!(bytes, to_proto(&header).encode_to_vec());
+        }
     }
 
     fn arbitrary_header() -> impl Strategy<Value = Header> {
