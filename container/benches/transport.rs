@@ -39,6 +39,15 @@ fn main() {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
+    if let (Some(inbound), Some(outbound)) = (value("--pair-server"), value("--pair-peer")) {
+        return pair_server(&inbound, &outbound);
+    }
+    if let (Some(inbound), Some(outbound)) = (value("--pair-client"), value("--pair-peer")) {
+        let in_flight = value("--in-flight")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        return pair_client(&inbound, &outbound, in_flight);
+    }
     if let Some(endpoint) = value("--raw-server") {
         return raw_server(&endpoint, value("--mode").as_deref() == Some("push"));
     }
@@ -58,6 +67,10 @@ fn main() {
         .unwrap_or(if quick { 1 } else { 3 });
     // `--only request/1/tcp/split`: configurations whose name starts so.
     let only = value("--only").unwrap_or_default();
+    // `--attribution`: request/reply also runs the container's socket layout
+    // with raw ZeroMQ (see `pair_server`), to tell the layout's cost from the
+    // container's own.
+    let attribution = args.iter().any(|a| a == "--attribution");
     if Command::new("taskset").arg("--version").output().is_err() {
         eprintln!("transport bench: `taskset` (util-linux) is needed to pin processes");
         std::process::exit(2);
@@ -66,7 +79,7 @@ fn main() {
         for transport in ["tcp", "ipc"] {
             for placement in ["same", "split"] {
                 if format!("{kind}/{in_flight}/{transport}/{placement}").starts_with(&only) {
-                    measure(kind, in_flight, transport, placement, pairs);
+                    measure(kind, in_flight, transport, placement, pairs, attribution);
                 }
             }
         }
@@ -81,17 +94,32 @@ struct Sample {
     p50_us: Option<f64>,
 }
 
-fn measure(kind: &str, in_flight: u32, transport: &str, placement: &str, pairs: usize) {
+fn measure(
+    kind: &str,
+    in_flight: u32,
+    transport: &str,
+    placement: &str,
+    pairs: usize,
+    attribution: bool,
+) {
     let mut ratios = Vec::new();
     let mut raw_samples = Vec::new();
     let mut container_samples = Vec::new();
+    let mut layout_ratios = Vec::new();
+    let mut layout_samples = Vec::new();
     for _ in 0..pairs {
         let raw = run_raw(kind, in_flight, transport, placement);
+        if attribution && kind == "request" {
+            let layout = run_pair(in_flight, transport, placement);
+            layout_ratios.push(layout.rate / raw.rate);
+            layout_samples.push(layout);
+        }
         let container = run_container(kind, in_flight, transport, placement);
         ratios.push(container.rate / raw.rate);
         raw_samples.push(raw);
         container_samples.push(container);
     }
+    layout_ratios.sort_by(f64::total_cmp);
     ratios.sort_by(f64::total_cmp);
     let median = |samples: &[Sample], f: fn(&Sample) -> f64| {
         let mut values: Vec<f64> = samples.iter().map(f).collect();
@@ -104,7 +132,7 @@ fn measure(kind: &str, in_flight: u32, transport: &str, placement: &str, pairs: 
             .p50_us
             .map(|_| median(samples, |s| s.p50_us.unwrap_or(0.0)))
     };
-    let line = serde_json::json!({
+    let mut line = serde_json::json!({
         "bench": "transport", "kind": kind, "in_flight": in_flight, "transport": transport,
         "placement": placement, "payload_bytes": 64, "pairs": pairs,
         "raw_p50_us": p50(&raw_samples), "container_p50_us": p50(&container_samples),
@@ -116,6 +144,15 @@ fn measure(kind: &str, in_flight: u32, transport: &str, placement: &str, pairs: 
         "raw_cpu_ns_per_msg": { "server": median(&raw_samples, |s| s.server_cpu_ns_per_msg).round(), "client": median(&raw_samples, |s| s.client_cpu_ns_per_msg).round() },
         "container_cpu_ns_per_msg": { "server": median(&container_samples, |s| s.server_cpu_ns_per_msg).round(), "client": median(&container_samples, |s| s.client_cpu_ns_per_msg).round() },
     });
+    if !layout_samples.is_empty() {
+        line["layout_msgs_per_s"] = median(&layout_samples, |s| s.rate).round().into();
+        line["layout_ratio"] = round(layout_ratios[layout_ratios.len() / 2]).into();
+        line["layout_p50_us"] = p50(&layout_samples).into();
+        line["layout_cpu_ns_per_msg"] = serde_json::json!({
+            "server": median(&layout_samples, |s| s.server_cpu_ns_per_msg).round(),
+            "client": median(&layout_samples, |s| s.client_cpu_ns_per_msg).round(),
+        });
+    }
     println!("{line}");
 }
 
@@ -188,24 +225,65 @@ fn stop(mut child: Child) {
 fn run_raw(kind: &str, in_flight: u32, transport: &str, placement: &str) -> Sample {
     let dir = tempfile::tempdir().expect("a temp dir");
     let endpoint = endpoint(transport, dir.path(), "raw");
+    let mode = if kind == "one_way" { "push" } else { "request" };
+    let in_flight = in_flight.max(1).to_string();
+    let sample = run_raw_processes(
+        placement,
+        &["--raw-server", &endpoint, "--mode", mode],
+        &[
+            "--raw-client",
+            &endpoint,
+            "--in-flight",
+            &in_flight,
+            "--mode",
+            mode,
+        ],
+    );
+    Sample {
+        p50_us: sample.p50_us.filter(|_| kind == "request"),
+        ..sample
+    }
+}
+
+/// Request/reply over the container's socket layout with raw ZeroMQ: each side
+/// receives on a bound ROUTER and sends on a ROUTER connected to the other's,
+/// frames `[identity][header][payload]` with a header-sized frame; nothing
+/// decoded, one message per frame set.
+fn run_pair(in_flight: u32, transport: &str, placement: &str) -> Sample {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (server_in, client_in) = (
+        endpoint(transport, dir.path(), "pair.s"),
+        endpoint(transport, dir.path(), "pair.c"),
+    );
+    let in_flight = in_flight.max(1).to_string();
+    run_raw_processes(
+        placement,
+        &["--pair-server", &server_in, "--pair-peer", &client_in],
+        &[
+            "--pair-client",
+            &client_in,
+            "--pair-peer",
+            &server_in,
+            "--in-flight",
+            &in_flight,
+        ],
+    )
+}
+
+/// Runs this binary as a server and a client with the arguments given and
+/// measures them: the server prints its running count every 100 ms, the
+/// client its median round trip (if any) on SIGTERM.
+fn run_raw_processes(placement: &str, server_args: &[&str], client_args: &[&str]) -> Sample {
     let me = std::env::current_exe().expect("own path");
     let me = me.to_str().expect("utf-8 path");
-    let mode = if kind == "one_way" { "push" } else { "request" };
     let (server_cpu, client_cpu) = cpus(placement);
     let server = pinned(server_cpu, me)
-        .args(["--raw-server", &endpoint, "--mode", mode])
+        .args(server_args)
         .spawn()
         .expect("raw server");
     std::thread::sleep(Duration::from_millis(200));
     let client = pinned(client_cpu, me)
-        .args([
-            "--raw-client",
-            &endpoint,
-            "--in-flight",
-            &in_flight.max(1).to_string(),
-            "--mode",
-            mode,
-        ])
+        .args(client_args)
         .spawn()
         .expect("raw client");
     std::thread::sleep(WARMUP);
@@ -229,7 +307,7 @@ fn run_raw(kind: &str, in_flight: u32, transport: &str, placement: &str) -> Samp
         rate,
         server_cpu_ns_per_msg: (server_cpu1 - server_cpu0).as_nanos() as f64 / messages,
         client_cpu_ns_per_msg: (client_cpu1 - client_cpu0).as_nanos() as f64 / messages,
-        p50_us: p50_us.filter(|_| kind == "request"),
+        p50_us,
     }
 }
 
@@ -300,6 +378,96 @@ fn raw_server(endpoint: &str, pull: bool) {
         }
     }
     println!("{:.3} {count}", started.elapsed().as_secs_f64());
+}
+
+/// The size of a container's header frame for a bench request (measured).
+const PAIR_HEADER_BYTES: usize = 90;
+
+/// Two ROUTER sockets with routing id `name`: one bound at `inbound` that only
+/// receives, one connected to `peer_inbound` that only sends (its pipe named
+/// by the routing id the peer announces), with `ROUTER_MANDATORY` as the
+/// container has it.
+fn pair_sockets(
+    context: &zmq::Context,
+    name: &[u8],
+    inbound: &str,
+    peer_inbound: &str,
+) -> (zmq::Socket, zmq::Socket) {
+    let receiver = context.socket(zmq::ROUTER).expect("socket");
+    receiver.set_linger(0).expect("linger");
+    receiver.set_identity(name).expect("identity");
+    receiver.set_rcvtimeo(100).expect("rcvtimeo");
+    receiver.bind(inbound).expect("bind");
+    let sender = context.socket(zmq::ROUTER).expect("socket");
+    sender.set_linger(0).expect("linger");
+    sender.set_identity(name).expect("identity");
+    sender.set_router_mandatory(true).expect("mandatory");
+    sender.connect(peer_inbound).expect("connect");
+    (receiver, sender)
+}
+
+/// Sends `[peer][header][payload]`, waiting (bounded) for the connection.
+fn pair_send(sender: &zmq::Socket, peer: &[u8], header: &[u8], payload: &[u8]) -> bool {
+    for _ in 0..1000 {
+        match sender.send_multipart([peer, header, payload], 0) {
+            Ok(()) => return true,
+            Err(zmq::Error::EHOSTUNREACH) => std::thread::sleep(Duration::from_millis(5)),
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+fn pair_server(inbound: &str, peer_inbound: &str) {
+    let context = zmq::Context::new();
+    let (receiver, sender) = pair_sockets(&context, b"server", inbound, peer_inbound);
+    let started = Instant::now();
+    let mut last_print = Instant::now();
+    let mut count: u64 = 0;
+    let stop = stop_on_signal();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Ok(frames) = receiver.recv_multipart(0)
+            && let [_, header, payload] = &frames[..]
+        {
+            count += 1;
+            pair_send(&sender, b"client", header, payload);
+        }
+        if last_print.elapsed() >= Duration::from_millis(100) {
+            println!("{:.3} {count}", started.elapsed().as_secs_f64());
+            last_print = Instant::now();
+        }
+    }
+    println!("{:.3} {count}", started.elapsed().as_secs_f64());
+}
+
+fn pair_client(inbound: &str, peer_inbound: &str, in_flight: u32) {
+    let context = zmq::Context::new();
+    let (receiver, sender) = pair_sockets(&context, b"client", inbound, peer_inbound);
+    let (header, payload) = ([1u8; PAIR_HEADER_BYTES], [0u8; 64]);
+    let stop = stop_on_signal();
+    let mut round_trips =
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 2).expect("bounds");
+    let mut sent = std::collections::VecDeque::new();
+    for _ in 0..in_flight {
+        sent.push_back(Instant::now());
+        if !pair_send(&sender, b"server", &header, &payload) {
+            return;
+        }
+    }
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if receiver.recv_multipart(0).is_err() {
+            continue;
+        }
+        let at = Instant::now();
+        if let Some(since) = sent.pop_front() {
+            round_trips.saturating_record((at - since).as_micros().max(1) as u64);
+        }
+        sent.push_back(at);
+        if !pair_send(&sender, b"server", &header, &payload) {
+            break;
+        }
+    }
+    println!("p50_us {}", round_trips.value_at_quantile(0.5));
 }
 
 fn raw_client(endpoint: &str, in_flight: u32, push: bool) {
