@@ -39,14 +39,14 @@ fn main() {
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
-    if let (Some(inbound), Some(outbound)) = (value("--pair-server"), value("--pair-peer")) {
-        return pair_server(&inbound, &outbound);
+    if let Some(listen) = value("--pair-server") {
+        return pair_server(&listen, value("--pair-peer").as_deref());
     }
-    if let (Some(inbound), Some(outbound)) = (value("--pair-client"), value("--pair-peer")) {
+    if let Some(peer) = value("--pair-client") {
         let in_flight = value("--in-flight")
             .and_then(|v| v.parse().ok())
             .unwrap_or(1);
-        return pair_client(&inbound, &outbound, in_flight);
+        return pair_client(value("--pair-listen").as_deref(), &peer, in_flight);
     }
     if let Some(endpoint) = value("--raw-server") {
         return raw_server(&endpoint, value("--mode").as_deref() == Some("push"));
@@ -68,8 +68,8 @@ fn main() {
     // `--only request/1/tcp/split`: configurations whose name starts so.
     let only = value("--only").unwrap_or_default();
     // `--attribution`: request/reply also runs the container's socket layout
-    // with raw ZeroMQ (see `pair_server`), to tell the layout's cost from the
-    // container's own.
+    // with raw ZeroMQ, and the same frames over one connection (see `Layout`),
+    // to tell the layout's cost from the container's own.
     let attribution = args.iter().any(|a| a == "--attribution");
     if Command::new("taskset").arg("--version").output().is_err() {
         eprintln!("transport bench: `taskset` (util-linux) is needed to pin processes");
@@ -107,12 +107,17 @@ fn measure(
     let mut container_samples = Vec::new();
     let mut layout_ratios = Vec::new();
     let mut layout_samples = Vec::new();
+    let mut single_ratios = Vec::new();
+    let mut single_samples = Vec::new();
     for _ in 0..pairs {
         let raw = run_raw(kind, in_flight, transport, placement);
         if attribution && kind == "request" {
-            let layout = run_pair(in_flight, transport, placement);
+            let layout = run_pair(in_flight, transport, placement, Layout::TwoSockets);
             layout_ratios.push(layout.rate / raw.rate);
             layout_samples.push(layout);
+            let single = run_pair(in_flight, transport, placement, Layout::OneSocket);
+            single_ratios.push(single.rate / raw.rate);
+            single_samples.push(single);
         }
         let container = run_container(kind, in_flight, transport, placement);
         ratios.push(container.rate / raw.rate);
@@ -120,6 +125,7 @@ fn measure(
         container_samples.push(container);
     }
     layout_ratios.sort_by(f64::total_cmp);
+    single_ratios.sort_by(f64::total_cmp);
     ratios.sort_by(f64::total_cmp);
     let median = |samples: &[Sample], f: fn(&Sample) -> f64| {
         let mut values: Vec<f64> = samples.iter().map(f).collect();
@@ -144,13 +150,19 @@ fn measure(
         "raw_cpu_ns_per_msg": { "server": median(&raw_samples, |s| s.server_cpu_ns_per_msg).round(), "client": median(&raw_samples, |s| s.client_cpu_ns_per_msg).round() },
         "container_cpu_ns_per_msg": { "server": median(&container_samples, |s| s.server_cpu_ns_per_msg).round(), "client": median(&container_samples, |s| s.client_cpu_ns_per_msg).round() },
     });
-    if !layout_samples.is_empty() {
-        line["layout_msgs_per_s"] = median(&layout_samples, |s| s.rate).round().into();
-        line["layout_ratio"] = round(layout_ratios[layout_ratios.len() / 2]).into();
-        line["layout_p50_us"] = p50(&layout_samples).into();
-        line["layout_cpu_ns_per_msg"] = serde_json::json!({
-            "server": median(&layout_samples, |s| s.server_cpu_ns_per_msg).round(),
-            "client": median(&layout_samples, |s| s.client_cpu_ns_per_msg).round(),
+    for (key, samples, ratios) in [
+        ("layout", &layout_samples, &layout_ratios),
+        ("single", &single_samples, &single_ratios),
+    ] {
+        if samples.is_empty() {
+            continue;
+        }
+        line[format!("{key}_msgs_per_s")] = median(samples, |s| s.rate).round().into();
+        line[format!("{key}_ratio")] = round(ratios[ratios.len() / 2]).into();
+        line[format!("{key}_p50_us")] = p50(samples).into();
+        line[format!("{key}_cpu_ns_per_msg")] = serde_json::json!({
+            "server": median(samples, |s| s.server_cpu_ns_per_msg).round(),
+            "client": median(samples, |s| s.client_cpu_ns_per_msg).round(),
         });
     }
     println!("{line}");
@@ -245,29 +257,32 @@ fn run_raw(kind: &str, in_flight: u32, transport: &str, placement: &str) -> Samp
     }
 }
 
-/// Request/reply over the container's socket layout with raw ZeroMQ: each side
-/// receives on a bound ROUTER and sends on a ROUTER connected to the other's,
-/// frames `[identity][header][payload]` with a header-sized frame; nothing
-/// decoded, one message per frame set.
-fn run_pair(in_flight: u32, transport: &str, placement: &str) -> Sample {
+/// ROUTER-to-ROUTER request/reply with raw ZeroMQ, frames
+/// `[identity][header][payload]` with a header-sized frame; nothing decoded,
+/// one message per frame set.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// The container's: each side receives on a bound ROUTER and sends on a
+    /// ROUTER connected to the other's (two connections).
+    TwoSockets,
+    /// One ROUTER a side, the client's dialling the server's (one connection).
+    OneSocket,
+}
+
+fn run_pair(in_flight: u32, transport: &str, placement: &str, layout: Layout) -> Sample {
     let dir = tempfile::tempdir().expect("a temp dir");
     let (server_in, client_in) = (
         endpoint(transport, dir.path(), "pair.s"),
         endpoint(transport, dir.path(), "pair.c"),
     );
     let in_flight = in_flight.max(1).to_string();
-    run_raw_processes(
-        placement,
-        &["--pair-server", &server_in, "--pair-peer", &client_in],
-        &[
-            "--pair-client",
-            &client_in,
-            "--pair-peer",
-            &server_in,
-            "--in-flight",
-            &in_flight,
-        ],
-    )
+    let mut server = vec!["--pair-server", &server_in];
+    let mut client = vec!["--pair-client", &server_in, "--in-flight", &in_flight];
+    if layout == Layout::TwoSockets {
+        server.extend(["--pair-peer", &client_in]);
+        client.extend(["--pair-listen", &client_in]);
+    }
+    run_raw_processes(placement, &server, &client)
 }
 
 /// Runs this binary as a server and a client with the arguments given and
@@ -383,27 +398,15 @@ fn raw_server(endpoint: &str, pull: bool) {
 /// The size of a container's header frame for a bench request (measured).
 const PAIR_HEADER_BYTES: usize = 90;
 
-/// Two ROUTER sockets with routing id `name`: one bound at `inbound` that only
-/// receives, one connected to `peer_inbound` that only sends (its pipe named
-/// by the routing id the peer announces), with `ROUTER_MANDATORY` as the
-/// container has it.
-fn pair_sockets(
-    context: &zmq::Context,
-    name: &[u8],
-    inbound: &str,
-    peer_inbound: &str,
-) -> (zmq::Socket, zmq::Socket) {
-    let receiver = context.socket(zmq::ROUTER).expect("socket");
-    receiver.set_linger(0).expect("linger");
-    receiver.set_identity(name).expect("identity");
-    receiver.set_rcvtimeo(100).expect("rcvtimeo");
-    receiver.bind(inbound).expect("bind");
-    let sender = context.socket(zmq::ROUTER).expect("socket");
-    sender.set_linger(0).expect("linger");
-    sender.set_identity(name).expect("identity");
-    sender.set_router_mandatory(true).expect("mandatory");
-    sender.connect(peer_inbound).expect("connect");
-    (receiver, sender)
+/// A ROUTER with routing id `name` and `ROUTER_MANDATORY`, as the container's;
+/// a connected one names its pipe by the routing id the peer announces.
+fn router(context: &zmq::Context, name: &[u8]) -> zmq::Socket {
+    let socket = context.socket(zmq::ROUTER).expect("socket");
+    socket.set_linger(0).expect("linger");
+    socket.set_identity(name).expect("identity");
+    socket.set_rcvtimeo(100).expect("rcvtimeo");
+    socket.set_router_mandatory(true).expect("mandatory");
+    socket
 }
 
 /// Sends `[peer][header][payload]`, waiting (bounded) for the connection.
@@ -418,9 +421,18 @@ fn pair_send(sender: &zmq::Socket, peer: &[u8], header: &[u8], payload: &[u8]) -
     false
 }
 
-fn pair_server(inbound: &str, peer_inbound: &str) {
+/// Receives on a ROUTER bound at `listen`; answers on one connected to `peer`
+/// if given, else on the same.
+fn pair_server(listen: &str, peer: Option<&str>) {
     let context = zmq::Context::new();
-    let (receiver, sender) = pair_sockets(&context, b"server", inbound, peer_inbound);
+    let receiver = router(&context, b"server");
+    receiver.bind(listen).expect("bind");
+    let sender = peer.map(|peer| {
+        let sender = router(&context, b"server");
+        sender.connect(peer).expect("connect");
+        sender
+    });
+    let sender = sender.as_ref().unwrap_or(&receiver);
     let started = Instant::now();
     let mut last_print = Instant::now();
     let mut count: u64 = 0;
@@ -430,7 +442,7 @@ fn pair_server(inbound: &str, peer_inbound: &str) {
             && let [_, header, payload] = &frames[..]
         {
             count += 1;
-            pair_send(&sender, b"client", header, payload);
+            pair_send(sender, b"client", header, payload);
         }
         if last_print.elapsed() >= Duration::from_millis(100) {
             println!("{:.3} {count}", started.elapsed().as_secs_f64());
@@ -440,9 +452,18 @@ fn pair_server(inbound: &str, peer_inbound: &str) {
     println!("{:.3} {count}", started.elapsed().as_secs_f64());
 }
 
-fn pair_client(inbound: &str, peer_inbound: &str, in_flight: u32) {
+/// Sends on a ROUTER connected to `peer`; receives on one bound at `listen` if
+/// given, else on the same.
+fn pair_client(listen: Option<&str>, peer: &str, in_flight: u32) {
     let context = zmq::Context::new();
-    let (receiver, sender) = pair_sockets(&context, b"client", inbound, peer_inbound);
+    let sender = router(&context, b"client");
+    sender.connect(peer).expect("connect");
+    let receiver = listen.map(|listen| {
+        let receiver = router(&context, b"client");
+        receiver.bind(listen).expect("bind");
+        receiver
+    });
+    let receiver = receiver.as_ref().unwrap_or(&sender);
     let (header, payload) = ([1u8; PAIR_HEADER_BYTES], [0u8; 64]);
     let stop = stop_on_signal();
     let mut round_trips =
