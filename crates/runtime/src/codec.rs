@@ -255,7 +255,8 @@ fn parse<'a>(bytes: &'a [u8], header: &mut Header) -> Parsed<RawFields<'a>> {
         let (tag, wire_type) = key(&mut buf)?;
         match (tag, wire_type) {
             (1, VARINT) => header.id = varint(&mut buf)?,
-            (2, LEN) => raw.name = string(&mut buf)?,
+            // Checked to be UTF-8 only if the router does not know it.
+            (2, LEN) => raw.name = sub_message(&mut buf)?,
             (3, VARINT) => raw.kind = varint(&mut buf)? as i32,
             (4, LEN) => raw.source = Some(address(sub_message(&mut buf)?)?),
             (5, LEN) => header.target = Some(address(sub_message(&mut buf)?)?),
@@ -401,7 +402,7 @@ fn hop(buf: &[u8]) -> Parsed<Hop> {
 /// The fields that need checking or interning, strings still borrowed from the frame.
 #[derive(Default)]
 struct RawFields<'a> {
-    name: &'a str,
+    name: &'a [u8],
     kind: i32,
     source: Option<Address>,
     flow: &'a str,
@@ -418,11 +419,15 @@ impl RawFields<'_> {
             Ok(kind) => kind,
         };
         // Names the router knows were validated when they were registered.
-        let route = router.lookup(self.name);
+        let route = router.lookup_bytes(self.name);
         header.name = match route {
             Some(route) => router.name(route).clone(),
-            None if crate::ids::validate_name(self.name).is_ok() => Name::new(self.name),
-            None => return Err(DecodeError::Name(self.name.to_owned())),
+            None => {
+                let name = std::str::from_utf8(self.name)
+                    .map_err(|_| DecodeError::Protobuf("string is not UTF-8".to_owned()))?;
+                crate::ids::validate_name(name).map_err(|_| DecodeError::Name(name.to_owned()))?;
+                Name::new(name)
+            }
         };
         header.source = self.source.ok_or(DecodeError::Source)?;
         header.bounce = match (header.kind, self.bounce_reason) {
@@ -589,6 +594,27 @@ mod tests {
         // Truncated inside a length-delimited field.
         let bytes = encode_header(&header());
         assert!(decode_header(&bytes[..bytes.len() - 2], &router).is_err());
+        // A name that is not UTF-8 (looked up by its bytes first, then checked),
+        // and a known name, whose route comes back.
+        let mut bytes = encode_header(&header()).to_vec();
+        let at = bytes
+            .windows(9)
+            .position(|w| w == b"feed.post")
+            .expect("the name is in the header");
+        bytes[at + 8] = 0xff;
+        assert_eq!(
+            decode_header(&bytes, &router),
+            Err(DecodeError::Protobuf("string is not UTF-8".into()))
+        );
+        let mut router = Router::default();
+        router.add_local_handler("feed.post", ComponentId(0));
+        let mut decoded = Header::blank();
+        let route = decode_header_into(&encode_header(&header()), &router, &mut decoded);
+        assert_eq!(route, Ok(router.lookup("feed.post")));
+        assert!(std::ptr::eq(
+            decoded.name.as_str(),
+            router.name(route.unwrap().unwrap()).as_str()
+        ));
     }
 
     #[test]

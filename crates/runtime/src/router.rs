@@ -71,6 +71,32 @@ impl Route {
     }
 }
 
+/// A name as the router's index keys it: by its bytes, so that a name read off
+/// the wire is looked up before it is checked to be UTF-8 (a known name was
+/// checked when it was registered).
+#[derive(Debug)]
+struct Key(Name);
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Key) -> bool {
+        self.0.as_bytes() == other.0.as_bytes()
+    }
+}
+
+impl Eq for Key {}
+
+impl std::hash::Hash for Key {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.as_bytes().hash(state);
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for Key {
+    fn borrow(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
 /// A name the router knows, by index: looked up once per message, then used
 /// without hashing again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,7 +106,7 @@ pub struct RouteId(u32);
 #[derive(Debug, Default)]
 pub struct Router {
     routes: Vec<Route>,
-    index: FxHashMap<Name, RouteId>,
+    index: FxHashMap<Key, RouteId>,
     /// Remote nodes' locality and load; a node not here counts as
     /// `NodeInfo::default()`.
     nodes: FxHashMap<NodeId, NodeInfo>,
@@ -97,6 +123,11 @@ fn insert_once<T: PartialEq>(list: &mut impl Extend<T>, present: bool, item: T) 
 impl Router {
     /// The route of `name`, if the router knows the name.
     pub fn lookup(&self, name: &str) -> Option<RouteId> {
+        self.lookup_bytes(name.as_bytes())
+    }
+
+    /// [`Router::lookup`] by the name's bytes (as read off the wire).
+    pub fn lookup_bytes(&self, name: &[u8]) -> Option<RouteId> {
         self.index.get(name).copied()
     }
 
@@ -120,7 +151,7 @@ impl Router {
                 let id = RouteId(u32::try_from(self.routes.len()).expect("fewer than 2^32 names"));
                 let name = Name::new(name);
                 self.routes.push(Route::new(name.clone()));
-                self.index.insert(name, id);
+                self.index.insert(Key(name), id);
                 id
             }
         };
