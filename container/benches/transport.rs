@@ -376,16 +376,27 @@ fn raw_server(endpoint: &str, pull: bool) {
     socket.set_linger(0).expect("linger");
     socket.bind(endpoint).expect("bind");
     socket.set_rcvtimeo(100).expect("rcvtimeo");
+    serve(|| {
+        let Ok(frames) = socket.recv_multipart(0) else {
+            return false;
+        };
+        if !pull {
+            let _ = socket.send_multipart(frames, 0);
+        }
+        true
+    });
+}
+
+/// Runs `handle_one` (true: it handled a message; it waits at most 100 ms)
+/// until SIGTERM, printing `seconds count` every 100 ms and at the end.
+fn serve(mut handle_one: impl FnMut() -> bool) {
     let started = Instant::now();
     let mut last_print = Instant::now();
     let mut count: u64 = 0;
     let stop = stop_on_signal();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        if let Ok(frames) = socket.recv_multipart(0) {
+        if handle_one() {
             count += 1;
-            if !pull {
-                let _ = socket.send_multipart(frames, 0);
-            }
         }
         if last_print.elapsed() >= Duration::from_millis(100) {
             println!("{:.3} {count}", started.elapsed().as_secs_f64());
@@ -393,6 +404,37 @@ fn raw_server(endpoint: &str, pull: bool) {
         }
     }
     println!("{:.3} {count}", started.elapsed().as_secs_f64());
+}
+
+/// Keeps `in_flight` requests out (`send`: false ends the run) and times each
+/// until its reply (`recv`: false when none came within its timeout); one
+/// connection keeps order, so replies match sends first in, first out. On
+/// SIGTERM prints the median round trip in µs.
+fn round_trips(in_flight: u32, mut send: impl FnMut() -> bool, mut recv: impl FnMut() -> bool) {
+    let stop = stop_on_signal();
+    let mut round_trips =
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 2).expect("bounds");
+    let mut sent = std::collections::VecDeque::new();
+    for _ in 0..in_flight {
+        sent.push_back(Instant::now());
+        if !send() {
+            return;
+        }
+    }
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if !recv() {
+            continue;
+        }
+        let at = Instant::now();
+        if let Some(since) = sent.pop_front() {
+            round_trips.saturating_record((at - since).as_micros().max(1) as u64);
+        }
+        sent.push_back(at);
+        if !send() {
+            break;
+        }
+    }
+    println!("p50_us {}", round_trips.value_at_quantile(0.5));
 }
 
 /// The size of a container's header frame for a bench request (measured).
@@ -433,23 +475,13 @@ fn pair_server(listen: &str, peer: Option<&str>) {
         sender
     });
     let sender = sender.as_ref().unwrap_or(&receiver);
-    let started = Instant::now();
-    let mut last_print = Instant::now();
-    let mut count: u64 = 0;
-    let stop = stop_on_signal();
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        if let Ok(frames) = receiver.recv_multipart(0)
-            && let [_, header, payload] = &frames[..]
-        {
-            count += 1;
+    serve(|| match receiver.recv_multipart(0).as_deref() {
+        Ok([_, header, payload]) => {
             pair_send(sender, b"client", header, payload);
+            true
         }
-        if last_print.elapsed() >= Duration::from_millis(100) {
-            println!("{:.3} {count}", started.elapsed().as_secs_f64());
-            last_print = Instant::now();
-        }
-    }
-    println!("{:.3} {count}", started.elapsed().as_secs_f64());
+        _ => false,
+    });
 }
 
 /// Sends on a ROUTER connected to `peer`; receives on one bound at `listen` if
@@ -465,30 +497,11 @@ fn pair_client(listen: Option<&str>, peer: &str, in_flight: u32) {
     });
     let receiver = receiver.as_ref().unwrap_or(&sender);
     let (header, payload) = ([1u8; PAIR_HEADER_BYTES], [0u8; 64]);
-    let stop = stop_on_signal();
-    let mut round_trips =
-        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 2).expect("bounds");
-    let mut sent = std::collections::VecDeque::new();
-    for _ in 0..in_flight {
-        sent.push_back(Instant::now());
-        if !pair_send(&sender, b"server", &header, &payload) {
-            return;
-        }
-    }
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        if receiver.recv_multipart(0).is_err() {
-            continue;
-        }
-        let at = Instant::now();
-        if let Some(since) = sent.pop_front() {
-            round_trips.saturating_record((at - since).as_micros().max(1) as u64);
-        }
-        sent.push_back(at);
-        if !pair_send(&sender, b"server", &header, &payload) {
-            break;
-        }
-    }
-    println!("p50_us {}", round_trips.value_at_quantile(0.5));
+    round_trips(
+        in_flight,
+        || pair_send(&sender, b"server", &header, &payload),
+        || receiver.recv_multipart(0).is_ok(),
+    );
 }
 
 fn raw_client(endpoint: &str, in_flight: u32, push: bool) {
@@ -506,31 +519,12 @@ fn raw_client(endpoint: &str, in_flight: u32, push: bool) {
             }
         }
     }
-    // Round trips, in µs: one connection keeps order, so replies match sends
-    // first in, first out. On SIGTERM the client prints the median and exits.
-    let stop = stop_on_signal();
     socket.set_rcvtimeo(100).expect("rcvtimeo");
-    let mut round_trips =
-        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 2).expect("bounds");
-    let mut sent = std::collections::VecDeque::new();
-    for _ in 0..in_flight {
-        sent.push_back(Instant::now());
-        socket.send(&payload[..], 0).expect("send");
-    }
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        if socket.recv_bytes(0).is_err() {
-            continue;
-        }
-        let at = Instant::now();
-        if let Some(since) = sent.pop_front() {
-            round_trips.saturating_record((at - since).as_micros().max(1) as u64);
-        }
-        sent.push_back(at);
-        if socket.send(&payload[..], 0).is_err() {
-            break;
-        }
-    }
-    println!("p50_us {}", round_trips.value_at_quantile(0.5));
+    round_trips(
+        in_flight,
+        || socket.send(&payload[..], 0).is_ok(),
+        || socket.recv_bytes(0).is_ok(),
+    );
 }
 
 fn run_container(kind: &str, in_flight: u32, transport: &str, placement: &str) -> Sample {
