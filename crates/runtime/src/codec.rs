@@ -45,7 +45,7 @@ pub enum DecodeError {
 /// Encodes a header as `exchange.v1.Envelope` bytes, straight from the
 /// [`Header`] (no intermediate protobuf struct).
 pub fn encode_header(header: &Header) -> Bytes {
-    let mut buf = BytesMut::new();
+    let mut buf = BytesMut::with_capacity(encoded_len_bound(header));
     encode_header_into(header, &mut buf)
 }
 
