@@ -102,31 +102,34 @@ fn measure(
     pairs: usize,
     attribution: bool,
 ) {
-    let mut ratios = Vec::new();
     let mut raw_samples = Vec::new();
     let mut container_samples = Vec::new();
-    let mut layout_ratios = Vec::new();
     let mut layout_samples = Vec::new();
-    let mut single_ratios = Vec::new();
     let mut single_samples = Vec::new();
     for _ in 0..pairs {
-        let raw = run_raw(kind, in_flight, transport, placement);
+        raw_samples.push(run_raw(kind, in_flight, transport, placement));
         if attribution && kind == "request" {
-            let layout = run_pair(in_flight, transport, placement, Layout::TwoSockets);
-            layout_ratios.push(layout.rate / raw.rate);
-            layout_samples.push(layout);
-            let single = run_pair(in_flight, transport, placement, Layout::OneSocket);
-            single_ratios.push(single.rate / raw.rate);
-            single_samples.push(single);
+            layout_samples.push(run_pair(
+                in_flight,
+                transport,
+                placement,
+                Layout::TwoSockets,
+            ));
+            single_samples.push(run_pair(in_flight, transport, placement, Layout::OneSocket));
         }
-        let container = run_container(kind, in_flight, transport, placement);
-        ratios.push(container.rate / raw.rate);
-        raw_samples.push(raw);
-        container_samples.push(container);
+        container_samples.push(run_container(kind, in_flight, transport, placement));
     }
-    layout_ratios.sort_by(f64::total_cmp);
-    single_ratios.sort_by(f64::total_cmp);
-    ratios.sort_by(f64::total_cmp);
+    // Each sample against the raw one of its pair, sorted.
+    let ratios_to_raw = |samples: &[Sample]| {
+        let mut ratios: Vec<f64> = samples
+            .iter()
+            .zip(&raw_samples)
+            .map(|(sample, raw)| sample.rate / raw.rate)
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        ratios
+    };
+    let ratios = ratios_to_raw(&container_samples);
     let median = |samples: &[Sample], f: fn(&Sample) -> f64| {
         let mut values: Vec<f64> = samples.iter().map(f).collect();
         values.sort_by(f64::total_cmp);
@@ -150,13 +153,11 @@ fn measure(
         "raw_cpu_ns_per_msg": { "server": median(&raw_samples, |s| s.server_cpu_ns_per_msg).round(), "client": median(&raw_samples, |s| s.client_cpu_ns_per_msg).round() },
         "container_cpu_ns_per_msg": { "server": median(&container_samples, |s| s.server_cpu_ns_per_msg).round(), "client": median(&container_samples, |s| s.client_cpu_ns_per_msg).round() },
     });
-    for (key, samples, ratios) in [
-        ("layout", &layout_samples, &layout_ratios),
-        ("single", &single_samples, &single_ratios),
-    ] {
+    for (key, samples) in [("layout", &layout_samples), ("single", &single_samples)] {
         if samples.is_empty() {
             continue;
         }
+        let ratios = ratios_to_raw(samples);
         line[format!("{key}_msgs_per_s")] = median(samples, |s| s.rate).round().into();
         line[format!("{key}_ratio")] = round(ratios[ratios.len() / 2]).into();
         line[format!("{key}_p50_us")] = p50(samples).into();
@@ -440,14 +441,26 @@ fn round_trips(in_flight: u32, mut send: impl FnMut() -> bool, mut recv: impl Fn
 /// The size of a container's header frame for a bench request (measured).
 const PAIR_HEADER_BYTES: usize = 90;
 
-/// A ROUTER with routing id `name` and `ROUTER_MANDATORY`, as the container's;
-/// a connected one names its pipe by the routing id the peer announces.
-fn router(context: &zmq::Context, name: &[u8]) -> zmq::Socket {
+/// A ROUTER with routing id `name` and `ROUTER_MANDATORY`, as the container's,
+/// bound at `bind` or connected to `connect` (a connected one names its pipe by
+/// the routing id the peer announces).
+fn router(
+    context: &zmq::Context,
+    name: &[u8],
+    bind: Option<&str>,
+    connect: Option<&str>,
+) -> zmq::Socket {
     let socket = context.socket(zmq::ROUTER).expect("socket");
     socket.set_linger(0).expect("linger");
     socket.set_identity(name).expect("identity");
     socket.set_rcvtimeo(100).expect("rcvtimeo");
     socket.set_router_mandatory(true).expect("mandatory");
+    if let Some(endpoint) = bind {
+        socket.bind(endpoint).expect("bind");
+    }
+    if let Some(endpoint) = connect {
+        socket.connect(endpoint).expect("connect");
+    }
     socket
 }
 
@@ -467,13 +480,8 @@ fn pair_send(sender: &zmq::Socket, peer: &[u8], header: &[u8], payload: &[u8]) -
 /// if given, else on the same.
 fn pair_server(listen: &str, peer: Option<&str>) {
     let context = zmq::Context::new();
-    let receiver = router(&context, b"server");
-    receiver.bind(listen).expect("bind");
-    let sender = peer.map(|peer| {
-        let sender = router(&context, b"server");
-        sender.connect(peer).expect("connect");
-        sender
-    });
+    let receiver = router(&context, b"server", Some(listen), None);
+    let sender = peer.map(|peer| router(&context, b"server", None, Some(peer)));
     let sender = sender.as_ref().unwrap_or(&receiver);
     serve(|| match receiver.recv_multipart(0).as_deref() {
         Ok([_, header, payload]) => {
@@ -488,13 +496,8 @@ fn pair_server(listen: &str, peer: Option<&str>) {
 /// given, else on the same.
 fn pair_client(listen: Option<&str>, peer: &str, in_flight: u32) {
     let context = zmq::Context::new();
-    let sender = router(&context, b"client");
-    sender.connect(peer).expect("connect");
-    let receiver = listen.map(|listen| {
-        let receiver = router(&context, b"client");
-        receiver.bind(listen).expect("bind");
-        receiver
-    });
+    let sender = router(&context, b"client", None, Some(peer));
+    let receiver = listen.map(|listen| router(&context, b"client", Some(listen), None));
     let receiver = receiver.as_ref().unwrap_or(&sender);
     let (header, payload) = ([1u8; PAIR_HEADER_BYTES], [0u8; 64]);
     round_trips(

@@ -276,9 +276,10 @@ impl ZmqTransport {
             // Moved: the old connection goes (ZeroMQ would keep redialling it).
             self.retire(old);
         }
-        let retired = self.retiring.len();
-        self.retiring.retain(|(_, retiring)| retiring != endpoint);
-        if self.retiring.len() == retired {
+        // A connection still open after its peer went away is taken back.
+        if let Some(i) = self.retiring.iter().position(|(_, e)| e == endpoint) {
+            self.retiring.swap_remove(i);
+        } else {
             self.outbound
                 .connect(endpoint)
                 .map_err(|error| TransportError::Connect {

@@ -115,14 +115,10 @@ fn encode_fields(header: &Header, out: &mut [u8]) -> usize {
         },
     );
     for hop in &header.hops {
-        let len = uint_len(1, hop.node.0)
-            + uint_len(2, u64::from(hop.component.0))
-            + uint_len(3, hop.at.as_micros());
-        w.key(14, WireType::LengthDelimited);
-        w.varint(len as u64);
-        w.uint(1, hop.node.0);
-        w.uint(2, u64::from(hop.component.0));
-        w.uint(3, hop.at.as_micros());
+        w.nested_uints(
+            14,
+            &[hop.node.0, u64::from(hop.component.0), hop.at.as_micros()],
+        );
     }
     w.uint(15, header.content_type as i32 as u64);
     if let Some(bounce) = &header.bounce {
@@ -188,11 +184,21 @@ impl Writer<'_> {
     }
 
     fn address(&mut self, tag: u32, address: Address) {
-        let len = uint_len(1, address.node.0) + uint_len(2, u64::from(address.component.0));
+        self.nested_uints(tag, &[address.node.0, u64::from(address.component.0)]);
+    }
+
+    /// A nested message whose fields 1, 2, … are `values` (the decoder's
+    /// [`nested_uints`]).
+    fn nested_uints(&mut self, tag: u32, values: &[u64]) {
+        let len: usize = (1..)
+            .zip(values)
+            .map(|(field, &v)| uint_len(field, v))
+            .sum();
         self.key(tag, WireType::LengthDelimited);
         self.varint(len as u64);
-        self.uint(1, address.node.0);
-        self.uint(2, u64::from(address.component.0));
+        for (field, &value) in (1..).zip(values) {
+            self.uint(field, value);
+        }
     }
 }
 
@@ -239,6 +245,7 @@ enum Malformed {
 type Parsed<T> = Result<T, Malformed>;
 
 const TRUNCATED: Malformed = Malformed::Wire("truncated field");
+const NOT_UTF8: &str = "string is not UTF-8";
 
 /// Parses the wire format: plain fields straight into `header`, the fields that
 /// still need checking or interning into the returned [`RawFields`].
@@ -360,7 +367,7 @@ fn sub_message<'a>(buf: &mut &'a [u8]) -> Parsed<&'a [u8]> {
 
 #[inline]
 fn string<'a>(buf: &mut &'a [u8]) -> Parsed<&'a str> {
-    std::str::from_utf8(sub_message(buf)?).map_err(|_| Malformed::Wire("string is not UTF-8"))
+    std::str::from_utf8(sub_message(buf)?).map_err(|_| Malformed::Wire(NOT_UTF8))
 }
 
 /// Reads the varint fields 1..=3 of a nested message; others are skipped.
@@ -424,7 +431,7 @@ impl RawFields<'_> {
             Some(route) => router.name(route).clone(),
             None => {
                 let name = std::str::from_utf8(self.name)
-                    .map_err(|_| DecodeError::Protobuf("string is not UTF-8".to_owned()))?;
+                    .map_err(|_| DecodeError::Protobuf(NOT_UTF8.to_owned()))?;
                 crate::ids::validate_name(name).map_err(|_| DecodeError::Name(name.to_owned()))?;
                 Name::new(name)
             }
