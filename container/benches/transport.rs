@@ -258,8 +258,8 @@ fn run_raw(kind: &str, in_flight: u32, transport: &str, placement: &str) -> Samp
     }
 }
 
-/// ROUTER-to-ROUTER request/reply with raw ZeroMQ, frames
-/// `[identity][header][payload]` with a header-sized frame; nothing decoded,
+/// ROUTER-to-ROUTER request/reply with raw ZeroMQ, frames `[identity][envelope]`
+/// with a frame the size of the container's packed envelope; nothing decoded,
 /// one message per frame set.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Layout {
@@ -438,8 +438,10 @@ fn round_trips(in_flight: u32, mut send: impl FnMut() -> bool, mut recv: impl Fn
     println!("p50_us {}", round_trips.value_at_quantile(0.5));
 }
 
-/// The size of a container's header frame for a bench request (measured).
-const PAIR_HEADER_BYTES: usize = 90;
+/// The size of a container's packed envelope for a bench request: the packed
+/// mark, a one-byte header length, the header (90 bytes, measured) and the
+/// 64-byte payload.
+const PAIR_ENVELOPE_BYTES: usize = 2 + 90 + 64;
 
 /// A ROUTER with routing id `name` and `ROUTER_MANDATORY`, as the container's,
 /// bound at `bind` or connected to `connect` (a connected one names its pipe by
@@ -464,10 +466,10 @@ fn router(
     socket
 }
 
-/// Sends `[peer][header][payload]`, waiting (bounded) for the connection.
-fn pair_send(sender: &zmq::Socket, peer: &[u8], header: &[u8], payload: &[u8]) -> bool {
+/// Sends `[peer][envelope]`, waiting (bounded) for the connection.
+fn pair_send(sender: &zmq::Socket, peer: &[u8], envelope: &[u8]) -> bool {
     for _ in 0..1000 {
-        match sender.send_multipart([peer, header, payload], 0) {
+        match sender.send_multipart([peer, envelope], 0) {
             Ok(()) => return true,
             Err(zmq::Error::EHOSTUNREACH) => std::thread::sleep(Duration::from_millis(5)),
             Err(_) => return false,
@@ -484,8 +486,8 @@ fn pair_server(listen: &str, peer: Option<&str>) {
     let sender = peer.map(|peer| router(&context, b"server", None, Some(peer)));
     let sender = sender.as_ref().unwrap_or(&receiver);
     serve(|| match receiver.recv_multipart(0).as_deref() {
-        Ok([_, header, payload]) => {
-            pair_send(sender, b"client", header, payload);
+        Ok([_, envelope]) => {
+            pair_send(sender, b"client", envelope);
             true
         }
         _ => false,
@@ -499,10 +501,10 @@ fn pair_client(listen: Option<&str>, peer: &str, in_flight: u32) {
     let sender = router(&context, b"client", None, Some(peer));
     let receiver = listen.map(|listen| router(&context, b"client", Some(listen), None));
     let receiver = receiver.as_ref().unwrap_or(&sender);
-    let (header, payload) = ([1u8; PAIR_HEADER_BYTES], [0u8; 64]);
+    let envelope = [0u8; PAIR_ENVELOPE_BYTES];
     round_trips(
         in_flight,
-        || pair_send(&sender, b"server", &header, &payload),
+        || pair_send(&sender, b"server", &envelope),
         || receiver.recv_multipart(0).is_ok(),
     );
 }

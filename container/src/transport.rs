@@ -1,8 +1,8 @@
 //! The ZeroMQ transport: the runtime's transport SPI over real sockets.
 //!
-//! The app plane, `[identity]([header][payload])+` (one or more envelopes per
-//! frame set: what a turn emits for a peer goes out together, up to
-//! `batch_max`), uses two ROUTER sockets per node,
+//! The app plane, `[identity](envelope)+` (one or more envelopes per frame set:
+//! what a turn emits for a peer goes out together, up to `batch_max`), uses two
+//! ROUTER sockets per node,
 //! both with routing id `n` + the node id (8 bytes, big-endian):
 //!
 //! - the *inbound* socket is bound at `run.listen` and only receives; the sender
@@ -21,6 +21,13 @@
 //! yet is held here instead, bounded in count and time, and handed to ZeroMQ once
 //! the peer's pipe exists; what waits too long fails back to the node. `LINGER` is finite, and `MAXMSGSIZE` bounds what a peer
 //! can make us read. The control plane is a third ROUTER socket.
+//!
+//! An envelope is one *packed* frame, `[0x00][varint header length][header][payload]`,
+//! or two frames, `[header][payload]`. Containers send packed frames (a frame
+//! through libzmq's API costs about as much as decoding a header: one frame an
+//! envelope instead of two is what one-way traffic on one CPU needed); both are
+//! read, so a client may send pairs. No protobuf header starts with 0x00 (field
+//! number 0 does not exist), which tells the two apart.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -101,13 +108,62 @@ pub enum Received<'a> {
     Frames {
         /// The sender, from the connection's identity.
         from: NodeId,
-        /// The header frame, borrowed from the transport's receive buffer.
+        /// The header, borrowed from the transport's receive buffer.
         header: &'a [u8],
-        /// The payload frame.
+        /// The payload.
         payload: Bytes,
     },
-    /// A frame set, or the end of one, that is not `[identity]([header][payload])+`.
+    /// A frame set, or the part of one, that is not `[identity](envelope)+`.
     Garbage,
+}
+
+/// The first byte of a packed envelope frame. No encoded protobuf message
+/// starts with it (a field number is never 0), so a frame that does is not a
+/// header.
+pub const PACKED: u8 = 0x00;
+
+/// The length prefix of a packed frame: `len` as a protobuf varint, and how many
+/// of the bytes it takes.
+fn varint(mut len: usize) -> ([u8; 10], usize) {
+    let mut bytes = [0; 10];
+    let mut n = 0;
+    while len >= 0x80 {
+        bytes[n] = (len as u8) | 0x80;
+        len >>= 7;
+        n += 1;
+    }
+    bytes[n] = len as u8;
+    (bytes, n + 1)
+}
+
+/// One envelope as one frame: `[PACKED][varint header length][header][payload]`.
+pub fn pack(header: &[u8], payload: &[u8]) -> zmq::Message {
+    let (prefix, n) = varint(header.len());
+    let mut frame = zmq::Message::with_size(1 + n + header.len() + payload.len());
+    let (first, rest) = frame.split_at_mut(1);
+    first[0] = PACKED;
+    let (length, rest) = rest.split_at_mut(n);
+    length.copy_from_slice(&prefix[..n]);
+    let (head, body) = rest.split_at_mut(header.len());
+    head.copy_from_slice(header);
+    body.copy_from_slice(payload);
+    frame
+}
+
+/// The header and payload of a packed frame (one that starts with [`PACKED`]);
+/// `None` if its header length is not a varint of at most five bytes or runs
+/// past the frame.
+pub fn unpack(frame: &[u8]) -> Option<(&[u8], &[u8])> {
+    let rest = frame.strip_prefix(&[PACKED])?;
+    let mut len = 0usize;
+    for (i, &byte) in rest.iter().enumerate().take(5) {
+        len |= usize::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            let rest = &rest[i + 1..];
+            return (len <= rest.len()).then(|| rest.split_at(len));
+        }
+    }
+    None
 }
 
 fn identity(node: NodeId) -> [u8; 9] {
@@ -153,8 +209,8 @@ pub struct ZmqTransport {
     /// (`ZMQ_FD`) and any descriptor given to [`ZmqTransport::watch`].
     poller: mio::Poll,
     events: mio::Events,
-    /// Receive buffers, reused for every frame set: no allocation per frame
-    /// but the payload's own.
+    /// Receive buffers (identity, packed envelope or header, payload), reused
+    /// for every frame set: no allocation per frame but the payload's own.
     frames: [zmq::Message; 3],
     /// The sender of the frame set being read, while envelopes of it are left.
     reading: Option<NodeId>,
@@ -397,9 +453,25 @@ impl ZmqTransport {
         };
         // Parts of a frame set arrive together: once the first is read, the rest
         // are there. A failed read ends the set like a last frame would.
-        let complete = self.inbound.recv(header, zmq::DONTWAIT).is_ok()
-            && header.get_more()
-            && self.inbound.recv(payload, zmq::DONTWAIT).is_ok();
+        if self.inbound.recv(header, zmq::DONTWAIT).is_err() {
+            return Some(Received::Garbage);
+        }
+        if header.first() == Some(&PACKED) {
+            if header.get_more() {
+                self.reading = Some(from);
+            }
+            // A packed frame that does not unpack is garbage on its own; the
+            // envelopes after it are read as usual.
+            return Some(match unpack(header) {
+                Some((header, payload)) => Received::Frames {
+                    from,
+                    header,
+                    payload: Bytes::copy_from_slice(payload),
+                },
+                None => Received::Garbage,
+            });
+        }
+        let complete = header.get_more() && self.inbound.recv(payload, zmq::DONTWAIT).is_ok();
         if !complete {
             // A header without its payload ends the set.
             return Some(Received::Garbage);
@@ -447,7 +519,7 @@ impl ZmqTransport {
             let mut sent = 0;
             let mut error = None;
             for set in queue.chunks(self.batch_max) {
-                match self.send_set(to, set) {
+                match self.send_set(to, set.iter()) {
                     Ok(()) => sent += set.len(),
                     Err(e) => {
                         error = Some(e);
@@ -494,26 +566,30 @@ impl ZmqTransport {
         !self.held.is_empty() || !self.retiring.is_empty()
     }
 
-    /// Sends what was held for peers that are connected now; returns what waited
+    /// Sends what was held for peers that are connected now, in frame sets of
+    /// up to `batch_max` as [`ZmqTransport::flush`] does; returns what waited
     /// longer than `peer_wait` (as unreachable) or found a full queue.
     pub fn retry_held(&mut self, now: Instant) -> Vec<(Transmit, TransmitError)> {
         let mut failed = Vec::new();
         let mut held = std::mem::take(&mut self.held);
-        for queue in held.values_mut() {
-            while let Some((since, transmit)) = queue.front() {
-                if now.duration_since(*since) > self.peer_wait {
-                    let (_, transmit) = queue.pop_front().expect("peeked");
-                    failed.push((transmit, TransmitError::Unreachable));
-                    continue;
+        for (&to, queue) in &mut held {
+            // Held in order, so what waited too long is at the front.
+            while let Some((since, _)) = queue.front() {
+                if now.duration_since(*since) <= self.peer_wait {
+                    break;
                 }
-                match self.send_set(transmit.to, std::slice::from_ref(transmit)) {
+                let (_, transmit) = queue.pop_front().expect("peeked");
+                failed.push((transmit, TransmitError::Unreachable));
+            }
+            while !queue.is_empty() {
+                let n = queue.len().min(self.batch_max);
+                match self.send_set(to, queue.iter().take(n).map(|(_, transmit)| transmit)) {
                     Ok(()) => {
-                        queue.pop_front();
+                        queue.drain(..n);
                     }
                     Err(TransmitError::Unreachable) => break,
                     Err(error) => {
-                        let (_, transmit) = queue.pop_front().expect("peeked");
-                        failed.push((transmit, error));
+                        failed.extend(queue.drain(..n).map(|(_, transmit)| (transmit, error)));
                     }
                 }
             }
@@ -532,8 +608,12 @@ impl ZmqTransport {
             .collect()
     }
 
-    /// One frame set, `[identity]([header][payload])+`, to `to`.
-    fn send_set(&self, to: NodeId, set: &[Transmit]) -> Result<(), TransmitError> {
+    /// One frame set, `[identity](packed envelope)+`, to `to`.
+    fn send_set<'a>(
+        &self,
+        to: NodeId,
+        set: impl ExactSizeIterator<Item = &'a Transmit>,
+    ) -> Result<(), TransmitError> {
         let first = self
             .outbound
             .send(&identity(to)[..], zmq::SNDMORE | zmq::DONTWAIT);
@@ -544,14 +624,13 @@ impl ZmqTransport {
         }
         // Once the first frame is taken, libzmq takes the rest of the set.
         let last = set.len() - 1;
-        for (i, transmit) in set.iter().enumerate() {
+        for (i, transmit) in set.enumerate() {
             let more = if i == last { 0 } else { zmq::SNDMORE };
             self.outbound
-                .send(&transmit.header[..], zmq::SNDMORE | zmq::DONTWAIT)
-                .and_then(|()| {
-                    self.outbound
-                        .send(&transmit.payload[..], more | zmq::DONTWAIT)
-                })
+                .send(
+                    pack(&transmit.header, &transmit.payload),
+                    more | zmq::DONTWAIT,
+                )
                 .map_err(|_| TransmitError::WouldBlock)?;
         }
         Ok(())
@@ -592,5 +671,37 @@ mod tests {
         assert_eq!(node_of(&identity(NodeId(42))), NodeId(42));
         assert_eq!(node_of(b"c\0\0\0\0\0\0\0\x2a"), NodeId(0));
         assert_eq!(node_of(b"\0\x01\x02\x03\x04"), NodeId(0));
+    }
+
+    #[test]
+    fn packed_frames_round_trip_across_varint_widths() {
+        let payload = [7u8; 300];
+        for len in [0, 1, 127, 128, 4096, 16_383, 16_384, 70_000] {
+            let header = vec![0x0a; len];
+            for payload in [&payload[..0], &payload[..1], &payload[..]] {
+                let frame = pack(&header, payload);
+                assert_eq!(frame[0], PACKED);
+                let (prefix, n) = varint(len);
+                assert_eq!(frame[1..=n], prefix[..n], "a protobuf varint");
+                assert_eq!(frame.len(), 1 + n + len + payload.len());
+                assert_eq!(unpack(&frame), Some((&header[..], payload)), "{len}");
+            }
+        }
+    }
+
+    #[test]
+    fn packed_frames_whose_length_does_not_fit_are_refused() {
+        for frame in [
+            &b""[..],
+            b"\x0a\x01x",                  // a header frame, not a packed one
+            b"\0",                         // no length
+            b"\0\x80",                     // the length never ends
+            b"\0\x03ab",                   // longer than what follows
+            b"\0\x80\x80\x80\x80\x80\x01", // more than five bytes of length
+        ] {
+            assert_eq!(unpack(frame), None, "{frame:?}");
+        }
+        // An overlong length (zero in two bytes) is still a varint.
+        assert_eq!(unpack(b"\0\x80\x00p"), Some((&b""[..], &b"p"[..])));
     }
 }

@@ -1,5 +1,6 @@
 //! A container puts what one loop turn emits for a peer into as few frame sets
-//! as `run.batch_max` allows: `[identity]([header][payload])+`, in order.
+//! as `run.batch_max` allows: `[identity](envelope)+`, in order, each envelope
+//! one packed frame (`[0x00][varint header length][header][payload]`).
 
 mod cluster;
 
@@ -49,15 +50,13 @@ fn a_turns_messages_for_a_peer_travel_several_to_a_frame_set_in_order() {
         let Ok(frames) = raw.recv_multipart(0) else {
             continue;
         };
-        let (sender, pairs) = frames.split_first().expect("the identity");
+        let (sender, packed) = frames.split_first().expect("the identity");
         assert_eq!(sender[..], [b'n', 0, 0, 0, 0, 0, 0, 0, 11]);
-        assert!(
-            !pairs.is_empty() && pairs.len() % 2 == 0,
-            "[header][payload] pairs: {} frames",
-            pairs.len()
-        );
-        for pair in pairs.chunks(2) {
-            let header = pb::Envelope::decode(&pair[0][..]).expect("a header");
+        assert!(!packed.is_empty(), "envelopes after the identity");
+        for frame in packed {
+            let (header, payload) = unpack(frame);
+            assert_eq!(payload.len(), 64, "the pinger's payload");
+            let header = pb::Envelope::decode(header).expect("a header");
             assert_eq!(header.name, "bench.event");
             assert!(
                 header.id > last_id,
@@ -67,8 +66,8 @@ fn a_turns_messages_for_a_peer_travel_several_to_a_frame_set_in_order() {
             last_id = header.id;
         }
         sets += 1;
-        envelopes += pairs.len() / 2;
-        largest = largest.max(pairs.len() / 2);
+        envelopes += packed.len();
+        largest = largest.max(packed.len());
     }
     assert!(
         envelopes >= 5_000,
@@ -81,4 +80,22 @@ fn a_turns_messages_for_a_peer_travel_several_to_a_frame_set_in_order() {
     );
     let (status, stdout, _) = cluster.terminate(FLOOD, Duration::from_secs(2));
     assert!(status.success(), "{stdout}");
+}
+
+/// A packed envelope frame, as PROTOCOL.md describes it, split into header and
+/// payload.
+fn unpack(frame: &[u8]) -> (&[u8], &[u8]) {
+    assert_eq!(frame.first(), Some(&0), "a packed frame starts with 0x00");
+    let (mut len, mut shift, mut at) = (0usize, 0, 1);
+    loop {
+        let byte = frame[at];
+        len |= usize::from(byte & 0x7f) << shift;
+        at += 1;
+        shift += 7;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        assert!(shift < 35, "a header length of at most five bytes");
+    }
+    frame[at..].split_at(len)
 }

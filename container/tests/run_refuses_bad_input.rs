@@ -25,9 +25,9 @@ fn garbage_frames_are_counted_malformed_and_the_container_keeps_serving() {
     let raw = context.socket(zmq::DEALER).unwrap();
     raw.set_linger(0).unwrap();
     raw.connect(&cluster.app_endpoint(STORE)).unwrap();
-    // A frame set is `[header][payload]` pairs after the identity ZeroMQ adds;
-    // each pair is one envelope. Garbage: a lone frame, a pair whose header does
-    // not decode, and (in `[a][b][c]`) both.
+    // A frame set is envelopes after the identity ZeroMQ adds, each a
+    // `[header][payload]` pair or one packed frame. Garbage: a lone frame, a
+    // pair whose header does not decode, and (in `[a][b][c]`) both.
     raw.send_multipart([&b"just one frame"[..]], 0).unwrap();
     raw.send_multipart([&b"\xff\xff"[..], b"payload"], 0)
         .unwrap();
@@ -57,12 +57,36 @@ fn garbage_frames_are_counted_malformed_and_the_container_keeps_serving() {
     let [h3, p3] = put(3);
     raw.send_multipart([h3, p3, b"no payload".to_vec()], 0)
         .unwrap();
+    // Packed frames, `[0x00][varint header length][header][payload]`, mixed
+    // with a pair in one set: a length that runs past the frame and one that
+    // never ends are garbage each, as is a packed header that does not decode;
+    // the envelopes between them are handled.
+    let packed = |[header, payload]: [Vec<u8>; 2]| {
+        let mut frame = vec![0, u8::try_from(header.len()).unwrap()];
+        frame.extend(header);
+        frame.extend(payload);
+        frame
+    };
+    let [h5, p5] = put(5);
+    raw.send_multipart(
+        [
+            b"\0\x09short".to_vec(),
+            packed(put(4)),
+            h5,
+            p5,
+            b"\0\x80".to_vec(),
+            packed([b"\xff\xff".to_vec(), b"payload".to_vec()]),
+            packed(put(6)),
+        ],
+        0,
+    )
+    .unwrap();
 
     let status = cluster.wait_for(STORE, Duration::from_secs(5), |s| {
-        s.components[0].handled == 3
+        s.components[0].handled == 6
     });
-    assert_eq!(status.node_dropped.get("malformed"), Some(&5), "{status:?}");
-    assert_eq!(status.frames_in, 8);
+    assert_eq!(status.node_dropped.get("malformed"), Some(&8), "{status:?}");
+    assert_eq!(status.frames_in, 14);
     let (exit, _, _) = cluster.terminate(STORE, Duration::from_secs(2));
     assert!(exit.success());
 }
