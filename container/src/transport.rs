@@ -704,4 +704,32 @@ mod tests {
         // An overlong length (zero in two bytes) is still a varint.
         assert_eq!(unpack(b"\0\x80\x00p"), Some((&b""[..], &b"p"[..])));
     }
+
+    proptest::proptest! {
+        /// Whatever arrives, `unpack` neither panics nor reads past the frame:
+        /// what it returns is the whole rest of the frame after a valid length.
+        #[test]
+        fn any_frame_unpacks_to_its_own_bytes_or_nothing(
+            frame in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        ) {
+            if let Some((header, payload)) = unpack(&frame) {
+                proptest::prop_assert_eq!(frame[0], PACKED);
+                // The mark and one to five bytes of length, then the header,
+                // then the payload up to the frame's end.
+                let at = frame.len() - payload.len() - header.len();
+                proptest::prop_assert!((2..=6).contains(&at), "{}", at);
+                proptest::prop_assert_eq!(&frame[at..at + header.len()], header);
+                proptest::prop_assert_eq!(&frame[at + header.len()..], payload);
+            }
+        }
+
+        #[test]
+        fn any_header_and_payload_round_trip(
+            header in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+            payload in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+        ) {
+            let frame = pack(&header, &payload);
+            proptest::prop_assert_eq!(unpack(&frame), Some((&header[..], &payload[..])));
+        }
+    }
 }
