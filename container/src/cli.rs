@@ -63,7 +63,7 @@ struct SimArgs {
     /// datagrams, as in production) or `static` (everyone knows everyone's
     /// names from the start).
     #[arg(long, value_enum, default_value = "discovery")]
-    routes: crate::sim::Routes,
+    routes: crate::config::Routes,
     /// Instead of simulating, feed a recording (`exchange dev --record`) to
     /// fresh nodes of the same app, input by input, and check that every node
     /// emits what it emitted when recorded.
@@ -123,6 +123,12 @@ struct DevArgs {
     /// Record every input each node takes to this file, for `exchange sim --replay`.
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
+    /// Where routes come from: `discovery` (every node runs the membership
+    /// over the in-memory network, seeded from the first, as `exchange run`
+    /// does over UDP) or `static` (everyone knows everyone's names from the
+    /// start).
+    #[arg(long, value_enum, default_value = "discovery")]
+    routes: crate::config::Routes,
 }
 
 fn parse_probability(text: &str) -> Result<f64, String> {
@@ -269,6 +275,7 @@ fn run_dev(args: DevArgs, registry: &Registry) -> i32 {
         link,
         status: !args.no_status,
         record: args.record.clone(),
+        routes: args.routes,
     };
     // The first Ctrl-C stops cleanly (drain, report); a second one exits now.
     let stop = match stop_flag() {

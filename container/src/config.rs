@@ -252,6 +252,19 @@ impl NodeSettings {
     }
 }
 
+/// Where a node's routes come from when the whole app runs on an in-memory
+/// network (`exchange dev`, `exchange sim`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Routes {
+    /// Discovery: every node runs the membership over the in-memory network's
+    /// datagrams (the same code as `exchange run` over UDP), seeded from the
+    /// first node.
+    Discovery,
+    /// Static: every node knows every other's names from the start (as with
+    /// `[[peer]]` in config).
+    Static,
+}
+
 /// `[dev]`: how the in-memory network behaves (the CLI flags override these).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]

@@ -6,12 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use exchange_discovery::{
+    ClusterKey, Membership, Settings, in_memory_addr, in_memory_node, routes,
+};
 use exchange_runtime::mem::{LinkModel, MemNetwork};
 use exchange_runtime::trace::{TraceLog, render_chain};
 use exchange_runtime::{Address, Event, Node, NodeId, Time, TraceRecord};
 
 use crate::clock::{Clock, RealStopwatch};
-use crate::config::AppConfig;
+use crate::config::{AppConfig, Routes};
 use crate::registry::Registry;
 use crate::report::Report;
 
@@ -28,6 +31,8 @@ pub struct DevOptions {
     pub status: bool,
     /// Record every input each node takes to this file (`exchange sim --replay`).
     pub record: Option<std::path::PathBuf>,
+    /// Where routes come from.
+    pub routes: Routes,
 }
 
 /// Appends a network's recording to a file as the run goes.
@@ -91,6 +96,13 @@ pub fn run(
     stop: &Arc<AtomicBool>,
 ) -> Result<Report, String> {
     let mut net = build_network(app, registry, options.link.clone())?;
+    let mut members = match options.routes {
+        Routes::Discovery => {
+            net.route_by_discovery();
+            Some(Members::new(app, &net)?)
+        }
+        Routes::Static => None,
+    };
     let clock = Clock::new();
     let mut stopwatch = RealStopwatch::new();
     let mut traces = TraceLog::new(256, 256);
@@ -106,21 +118,32 @@ pub fn run(
     let started = clock.now();
     let end = options.run_for.map(|d| started + d);
     net.start(started);
+    if let Some(members) = members.as_mut() {
+        members.start(started, &mut net);
+    }
     loop {
         let now = clock.now();
         if stop.load(Ordering::Relaxed) || end.is_some_and(|end| now >= end) {
             break;
         }
         net.step(now, &mut stopwatch);
+        collect_events(now, &mut net, &mut members, &mut traces);
+        if let Some(members) = members.as_mut() {
+            members.step(now, &mut net);
+        }
         if let Some(record) = record.as_mut() {
             record.append(&mut net)?;
         }
-        collect_events(&mut net, &mut traces);
         status.maybe_print(now, &net);
-        let wake = [net.poll_timeout(), end, Some(status.next)]
-            .into_iter()
-            .flatten()
-            .min();
+        let wake = [
+            net.poll_timeout(),
+            members.as_ref().and_then(Members::poll_timeout),
+            end,
+            Some(status.next),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         sleep_until(&clock, wake);
     }
     let ran = clock.now() - started;
@@ -132,8 +155,18 @@ pub fn run(
     while !net.is_idle() && clock.now() < drain_end {
         let now = clock.now();
         net.step(now, &mut stopwatch);
-        collect_events(&mut net, &mut traces);
-        sleep_until(&clock, net.poll_timeout().map(|t| t.min(drain_end)));
+        collect_events(now, &mut net, &mut members, &mut traces);
+        if let Some(members) = members.as_mut() {
+            members.step(now, &mut net);
+        }
+        let wake = [
+            net.poll_timeout(),
+            members.as_ref().and_then(Members::poll_timeout),
+        ];
+        sleep_until(
+            &clock,
+            wake.into_iter().flatten().min().map(|t| t.min(drain_end)),
+        );
     }
     let in_flight_at_stop = net.shutdown(clock.now());
     if let Some(record) = record {
@@ -151,12 +184,117 @@ pub fn run(
     ))
 }
 
-fn collect_events(net: &mut MemNetwork, traces: &mut TraceLog) {
+fn collect_events(
+    now: Time,
+    net: &mut MemNetwork,
+    members: &mut Option<Members>,
+    traces: &mut TraceLog,
+) {
     while let Some((node, event)) = net.poll_event() {
         match event {
             Event::Traced(record) => traces.record(*record),
+            // Only with discovery does the network hand these out.
+            Event::Interest { name, subscribed } => {
+                if let Some(members) = members.as_mut() {
+                    members.note_interest(now, node, name.as_str(), subscribed);
+                }
+            }
             event => crate::report::log_event(node, &event),
         }
+    }
+}
+
+/// Discovery in `exchange dev`: a membership per node (the code `exchange run`
+/// runs over UDP), its datagrams carried by the in-memory network with the
+/// same latency and loss as frames, every node seeded from `n1`. What the
+/// memberships learn becomes route changes, which the network records as
+/// node inputs.
+struct Members {
+    memberships: Vec<(NodeId, Membership)>,
+}
+
+impl Members {
+    fn new(app: &AppConfig, net: &MemNetwork) -> Result<Members, String> {
+        let probe_period = app
+            .discovery
+            .as_ref()
+            .map_or(exchange_discovery::PROBE_PERIOD, |d| d.probe_period);
+        let key = ClusterKey::new(b"exchange dev: the in-memory cluster").expect("long enough");
+        let seed = net.nodes().first().map(|node| in_memory_addr(node.id()));
+        let mut memberships = Vec::new();
+        for node in net.nodes() {
+            let id = node.id();
+            let mut settings = Settings::new(id, 1, in_memory_addr(id), key.clone());
+            settings.seeds = seed.into_iter().collect();
+            settings.set_probe_period(probe_period);
+            settings.rng_seed ^= app.seed.rotate_left(17);
+            let endpoint = format!("mem://{id}");
+            let meta = routes::local_meta(node, "dev", &endpoint, "", "dev", "dev");
+            let membership = Membership::new(settings, meta)
+                .map_err(|error| format!("discovery for {id} ({}): {error}", node.name()))?;
+            memberships.push((id, membership));
+        }
+        Ok(Members { memberships })
+    }
+
+    fn start(&mut self, now: Time, net: &mut MemNetwork) {
+        for (_, membership) in &mut self.memberships {
+            membership.start(now);
+        }
+        self.flush(now, net);
+    }
+
+    /// Delivers the datagrams due, fires due timers, advertises each node's
+    /// load and applies what was learnt.
+    fn step(&mut self, now: Time, net: &mut MemNetwork) {
+        while let Some(datagram) = net.poll_datagram(now) {
+            if let Some((_, membership)) = self.get(datagram.to) {
+                membership.handle_datagram(now, in_memory_addr(datagram.from), &datagram.bytes);
+            }
+        }
+        for (id, membership) in &mut self.memberships {
+            if membership.poll_timeout().is_some_and(|at| at <= now) {
+                membership.handle_timeout(now);
+            }
+            if let Some(node) = net.node(*id) {
+                membership.set_load(now, node.queued());
+            }
+        }
+        self.flush(now, net);
+    }
+
+    fn get(&mut self, id: NodeId) -> Option<&mut (NodeId, Membership)> {
+        self.memberships.iter_mut().find(|(node, _)| *node == id)
+    }
+
+    fn note_interest(&mut self, now: Time, node: NodeId, name: &str, subscribed: bool) {
+        if let Some((_, membership)) = self.get(node) {
+            let _ = membership.update_meta(now, |meta| {
+                routes::note_interest(meta, name, subscribed);
+            });
+        }
+    }
+
+    fn flush(&mut self, now: Time, net: &mut MemNetwork) {
+        for (id, membership) in &mut self.memberships {
+            while let Some(event) = membership.poll_event() {
+                routes::changes(membership.local(), &event, |change| {
+                    net.change_route(now, *id, &change);
+                });
+            }
+            while let Some(datagram) = membership.poll_transmit() {
+                if let Some(to) = in_memory_node(datagram.to) {
+                    net.send_datagram(now, *id, to, datagram.bytes);
+                }
+            }
+        }
+    }
+
+    fn poll_timeout(&self) -> Option<Time> {
+        self.memberships
+            .iter()
+            .filter_map(|(_, membership)| membership.poll_timeout())
+            .min()
     }
 }
 

@@ -64,6 +64,10 @@ pub struct NetworkReport {
     pub refused: u64,
     /// Frames still in flight at shutdown (never accepted anywhere).
     pub in_flight_at_stop: u64,
+    /// Discovery's datagrams handed to the network (routes from discovery).
+    pub datagrams_sent: u64,
+    /// Datagrams lost by the loss model.
+    pub datagrams_lost: u64,
 }
 
 /// The whole run.
@@ -128,6 +132,8 @@ impl Report {
             delivered,
             lost,
             refused,
+            datagrams_sent,
+            datagrams_lost,
         } = net.stats().clone();
         let network = NetworkReport {
             sent,
@@ -135,6 +141,8 @@ impl Report {
             lost,
             refused,
             in_flight_at_stop: in_flight_at_stop as u64,
+            datagrams_sent,
+            datagrams_lost,
         };
         Report {
             ran_s,
@@ -212,6 +220,13 @@ impl Report {
             "network: {} frames sent, {} delivered, {} lost (loss model), {} refused, {} in flight at stop",
             n.sent, n.delivered, n.lost, n.refused, n.in_flight_at_stop
         );
+        if n.datagrams_sent > 0 {
+            let _ = writeln!(
+                out,
+                "discovery: {} datagrams sent, {} lost (loss model)",
+                n.datagrams_sent, n.datagrams_lost
+            );
+        }
         match self.unbalanced().as_slice() {
             [] => {
                 let _ = writeln!(

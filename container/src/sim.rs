@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use exchange_runtime::{Node, NodeId};
 use exchange_sim::{Faults, Life, SimOptions, SimReport};
 
-use crate::config::{AppConfig, ComponentConfig};
+use crate::config::{AppConfig, ComponentConfig, Routes};
 use crate::registry::Registry;
 
 /// The component each node runs.
@@ -80,17 +80,6 @@ pub struct SimPlan {
     pub config: Option<std::path::PathBuf>,
     /// Where routes come from.
     pub routes: Routes,
-}
-
-/// Where a simulated node's routes come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Routes {
-    /// Discovery: every node runs the membership over simulated datagrams
-    /// (the same code as `exchange run` over UDP), seeded from the first node.
-    Discovery,
-    /// Static: every node knows every other's names from the start (as with
-    /// `[[peer]]` in config).
-    Static,
 }
 
 /// The simulator's options for one seed of `plan` (the probe period from the
@@ -338,6 +327,9 @@ pub fn replay(app: &AppConfig, registry: &Registry, path: &std::path::Path) -> i
             return 2;
         }
     };
+    if begin.discovery {
+        net.route_by_discovery();
+    }
     let started = Instant::now();
     let (first, last) = (
         records.first().map_or(0, |r| r.at_us),

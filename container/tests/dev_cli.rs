@@ -85,6 +85,25 @@ fn dev_runs_the_example_app_prints_the_table_and_a_trace_and_balances() {
 }
 
 #[test]
+fn dev_routes_through_discovery_as_production_does_or_statically_when_asked() {
+    // By default every node runs discovery's membership over the in-memory
+    // network: the app only works if handlers and subscriptions are found.
+    let (stdout, report) = dev_with_report(&["--for", "1s"], &[]);
+    let datagrams = report["network"]["datagrams_sent"].as_u64().unwrap();
+    assert!(datagrams > 0, "no discovery traffic: {}", report["network"]);
+    assert!(stdout.contains("discovery: "), "{stdout}");
+    assert!(
+        stdout.contains("timeline change?"),
+        "kv.changed reached loadgen through its advertised subscription:\n{stdout}"
+    );
+
+    let (stdout, report) = dev_with_report(&["--for", "1s", "--routes", "static"], &[]);
+    assert_eq!(report["network"]["datagrams_sent"], 0);
+    assert!(!stdout.contains("discovery: "), "{stdout}");
+    assert!(stdout.contains("timeline change?"), "{stdout}");
+}
+
+#[test]
 fn dev_models_latency_and_loss_and_still_accounts_for_everything() {
     let args = [
         "--for",
@@ -187,6 +206,13 @@ fn bad_flags_and_environment_are_clear_errors() {
     let output = run(&["dev", "--loss", "2"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).contains("2 is not a probability between 0 and 1"));
+    let output = run(&["dev", "--routes", "everywhere"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains("'everywhere'") && stderr.contains("discovery, static"),
+        "{stderr}"
+    );
     let output = run(&["dev", "--for", "soon"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).contains("invalid value 'soon' for '--for <DURATION>'"));

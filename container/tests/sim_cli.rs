@@ -113,6 +113,28 @@ fn a_recorded_dev_run_replays_exactly_and_a_different_app_is_told_apart() {
         "{stdout}"
     );
 
+    // With static routes (every node told every other's names at start) too.
+    let fixed = dir.path().join("static.xrec");
+    let fixed = fixed.to_str().unwrap();
+    let out = run(&[
+        "dev",
+        "--for",
+        "300ms",
+        "--no-status",
+        "--routes",
+        "static",
+        "--record",
+        fixed,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&["sim", "--replay", fixed]);
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("every node emitted what it emitted when recorded"),
+        "{stdout}{}",
+        text(&out.stderr)
+    );
+
     // The same components with other settings behave otherwise: found out.
     let other = dir.path().join("other.toml");
     let example = std::fs::read_to_string(format!(

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::hash::Hasher;
 use std::time::Duration;
 
-use exchange_discovery::{ClusterKey, Membership, Settings, routes};
+use exchange_discovery::{
+    ClusterKey, Membership, Settings, in_memory_addr, in_memory_node, routes,
+};
 use exchange_runtime::{Event, NoStopwatch, Node, NodeId, Output, Time};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -93,20 +95,6 @@ impl SimOptions {
         self.discovery = Some(SimDiscovery { probe_period });
         self.recovery = self.recovery.max(probe_period * 12);
         self
-    }
-}
-
-/// Where member `id`'s discovery listens in the simulation.
-fn sim_addr(id: NodeId) -> std::net::SocketAddr {
-    let low = u32::try_from(id.0 & 0x00ff_ffff).expect("24 bits");
-    std::net::SocketAddr::from((std::net::Ipv4Addr::from(0x0a00_0000 | low), 7946))
-}
-
-/// The member id behind a simulated discovery address.
-fn sim_id(addr: std::net::SocketAddr) -> Option<NodeId> {
-    match addr {
-        std::net::SocketAddr::V4(v4) => Some(NodeId(u64::from(u32::from(*v4.ip()) & 0x00ff_ffff))),
-        std::net::SocketAddr::V6(_) => None,
     }
 }
 
@@ -373,7 +361,7 @@ impl Sim<'_, '_> {
         let Some(discovery) = self.options.discovery.clone() else {
             return;
         };
-        let seed_addr = sim_addr(self.members[0].id);
+        let seed_addr = in_memory_addr(self.members[0].id);
         let member = &mut self.members[index];
         let Some(node) = member.node.as_ref() else {
             return;
@@ -382,7 +370,7 @@ impl Sim<'_, '_> {
         let mut settings = Settings::new(
             id,
             member.life + 1,
-            sim_addr(id),
+            in_memory_addr(id),
             ClusterKey::new(b"simulated cluster key").expect("long enough"),
         );
         settings.seeds = vec![seed_addr];
@@ -428,7 +416,7 @@ impl Sim<'_, '_> {
             routes::apply(node, local, membership.local(), &event);
         }
         while let Some(datagram) = membership.poll_transmit() {
-            match sim_id(datagram.to) {
+            match in_memory_node(datagram.to) {
                 Some(to) => {
                     self.net
                         .send_datagram(&mut self.rng, self.now, from, to, datagram.bytes)
@@ -985,7 +973,7 @@ impl Sim<'_, '_> {
             return;
         };
         self.net.datagram_counts.delivered += 1;
-        membership.handle_datagram(local, sim_addr(from), &bytes);
+        membership.handle_datagram(local, in_memory_addr(from), &bytes);
         if !member.touched {
             member.touched = true;
             self.touched.push(index);

@@ -16,6 +16,6 @@ pub mod seal;
 
 pub use membership::{
     Datagram, Event, Identity, Member, Membership, MembershipStats, MetaTooLarge, PROBE_PERIOD,
-    Settings,
+    Settings, in_memory_addr, in_memory_node,
 };
 pub use seal::{ClusterKey, Refusal};

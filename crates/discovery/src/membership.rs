@@ -212,6 +212,22 @@ pub struct Settings {
 /// SWIM's probe period unless configured: 500 ms, for a LAN.
 pub const PROBE_PERIOD: Duration = Duration::from_millis(500);
 
+/// The discovery address of node `id` where memberships talk over an
+/// in-memory network (the simulator, `exchange dev`): `10.x.y.z:7946` from
+/// the id's low 24 bits.
+pub fn in_memory_addr(id: NodeId) -> SocketAddr {
+    let low = u32::try_from(id.0 & 0x00ff_ffff).expect("24 bits");
+    SocketAddr::from((std::net::Ipv4Addr::from(0x0a00_0000 | low), 7946))
+}
+
+/// The node behind an [`in_memory_addr`].
+pub fn in_memory_node(addr: SocketAddr) -> Option<NodeId> {
+    match addr {
+        SocketAddr::V4(v4) => Some(NodeId(u64::from(u32::from(*v4.ip()) & 0x00ff_ffff))),
+        SocketAddr::V6(_) => None,
+    }
+}
+
 impl Settings {
     /// Defaults for a LAN: probe every [`PROBE_PERIOD`].
     pub fn new(node: NodeId, life: u64, addr: SocketAddr, key: ClusterKey) -> Settings {

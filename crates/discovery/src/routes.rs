@@ -8,7 +8,7 @@
 //! were waiting for a handler of a name go out as soon as one appears.
 
 use exchange_idl::exchange::v1::discovery as wire;
-use exchange_runtime::{Locality, Node, NodeId, NodeInfo, Time};
+use exchange_runtime::{Locality, Node, NodeId, NodeInfo, RouteChange, Time};
 
 use crate::membership::{Event, Member};
 
@@ -26,54 +26,81 @@ pub fn locality(this: &wire::Member, member: &wire::Member) -> Locality {
 /// Applies one membership event to `node`'s routes. `this` is the node's own
 /// advertised metadata (for its labels).
 pub fn apply(node: &mut Node, now: Time, this: &wire::Member, event: &Event) {
+    changes(this, event, |change| node.change_route(now, &change));
+}
+
+/// The changes to a node's routes one membership event makes, in order, each
+/// handed to `sink` (a driver that records a node's inputs records these).
+/// `this` is the node's own advertised metadata (for its labels).
+pub fn changes(this: &wire::Member, event: &Event, mut sink: impl FnMut(RouteChange)) {
     match event {
         Event::Up(member) => {
-            set_info(node, this, member);
-            add(node, now, member, &wire::Member::default());
+            sink(info(this, member));
+            add(member, &wire::Member::default(), &mut sink);
         }
         Event::Changed { before, after } => {
-            set_info(node, this, after);
-            remove(node, before, &after.meta);
-            add(node, now, after, &before.meta);
+            sink(info(this, after));
+            remove(before, &after.meta, &mut sink);
+            add(after, &before.meta, &mut sink);
         }
-        Event::Down(member) => node.router_mut().remove_node(member.node()),
+        Event::Down(member) => sink(RouteChange::Gone {
+            node: member.node(),
+        }),
     }
 }
 
-fn set_info(node: &mut Node, this: &wire::Member, member: &Member) {
-    let info = NodeInfo {
-        locality: locality(this, &member.meta),
-        load: member.meta.load,
-    };
-    node.router_mut().set_node_info(member.node(), info);
+fn info(this: &wire::Member, member: &Member) -> RouteChange {
+    RouteChange::Info {
+        node: member.node(),
+        info: NodeInfo {
+            locality: locality(this, &member.meta),
+            load: member.meta.load,
+        },
+    }
 }
 
 /// Adds what `member` handles and subscribes to that `before` did not.
-fn add(node: &mut Node, now: Time, member: &Member, before: &wire::Member) {
-    let id = member.node();
+fn add(member: &Member, before: &wire::Member, sink: &mut impl FnMut(RouteChange)) {
+    let node = member.node();
     for handled in &member.meta.handles {
         if !before.handles.iter().any(|h| h.name == handled.name) {
-            node.add_remote_handler(now, &handled.name, id);
+            sink(RouteChange::Handler {
+                name: handled.name.clone(),
+                node,
+                handles: true,
+            });
         }
     }
     for name in &member.meta.subscribes {
         if !before.subscribes.contains(name) {
-            node.router_mut().set_remote_subscriber(name, id, true);
+            sink(RouteChange::Subscriber {
+                name: name.clone(),
+                node,
+                subscribed: true,
+            });
         }
     }
 }
 
 /// Removes what `before` handled and subscribed to that `after` does not.
-fn remove(node: &mut Node, before: &Member, after: &wire::Member) {
-    let id: NodeId = before.node();
+fn remove(before: &Member, after: &wire::Member, sink: &mut impl FnMut(RouteChange)) {
+    let node: NodeId = before.node();
     for handled in &before.meta.handles {
         if !after.handles.iter().any(|h| h.name == handled.name) {
-            node.router_mut().remove_remote_handler(&handled.name, id);
+            sink(RouteChange::Handler {
+                name: handled.name.clone(),
+                node,
+                handles: false,
+            });
         }
     }
     for name in &before.meta.subscribes {
         if !after.subscribes.contains(name) {
-            node.router_mut().set_remote_subscriber(name, id, false);
+            sink(RouteChange::Subscriber {
+                name: name.clone(),
+                node,
+                subscribed: false,
+            });
         }
     }
 }

@@ -93,6 +93,6 @@ pub use node::{
     AddComponentError, ComponentLimits, Event, Node, NodeConfig, Output, Sabotage, TraceOutcome,
     TraceRecord,
 };
-pub use router::{Destination, Locality, NodeInfo, RouteId, Router};
+pub use router::{Destination, Locality, NodeInfo, RouteChange, RouteId, Router};
 pub use time::{NoStopwatch, Stopwatch, Time};
 pub use transport::{Transmit, TransmitError, Transport};

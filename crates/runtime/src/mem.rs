@@ -20,6 +20,7 @@ use rustc_hash::FxHasher;
 
 use crate::ids::NodeId;
 use crate::node::{Event, Node, Output};
+use crate::router::{Locality, NodeInfo, RouteChange};
 use crate::time::{Stopwatch, Time};
 use crate::transport::{Transmit, TransmitError};
 
@@ -60,6 +61,10 @@ pub struct NetStats {
     pub lost: u64,
     /// Frames refused back to their sender (unknown node or full queue).
     pub refused: u64,
+    /// Discovery's datagrams handed to the network.
+    pub datagrams_sent: u64,
+    /// Datagrams lost by the loss model, or for want of room.
+    pub datagrams_lost: u64,
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -70,6 +75,21 @@ struct InFlight {
     to: NodeId,
     header: bytes::Bytes,
     payload: bytes::Bytes,
+}
+
+/// A datagram between two nodes' memberships (discovery's traffic, which the
+/// driver carries: a membership is not a node input).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Datagram {
+    /// When it arrives.
+    pub at: Time,
+    seq: u64,
+    /// The sending node.
+    pub from: NodeId,
+    /// The receiving node.
+    pub to: NodeId,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
 }
 
 /// Splits a recording ([`MemNetwork::record`]) into its `begin` and its
@@ -114,6 +134,10 @@ pub struct MemNetwork {
     recording: Option<Vec<u8>>,
     /// While replaying: whether the routes were set up yet.
     routed: bool,
+    /// Routes come from the driver ([`MemNetwork::change_route`]), as
+    /// discovery learns them; else every node knows every other's names.
+    discovery: bool,
+    datagrams: BinaryHeap<Reverse<Datagram>>,
 }
 
 /// What a node emitted in one drain: how many outputs, and a hash of them that
@@ -161,7 +185,18 @@ impl MemNetwork {
             events: VecDeque::new(),
             recording: None,
             routed: false,
+            discovery: false,
+            datagrams: BinaryHeap::new(),
         }
+    }
+
+    /// Routes will come from the driver, one [`MemNetwork::change_route`] at a
+    /// time (from each node's membership), instead of every node being told
+    /// every other's names at start; and a node's subscriptions come out of
+    /// [`MemNetwork::poll_event`] as `Event::Interest`, for the driver to
+    /// advertise. Call before [`MemNetwork::record`] and [`MemNetwork::start`].
+    pub fn route_by_discovery(&mut self) {
+        self.discovery = true;
     }
 
     /// Records every input each node takes from now on (call before
@@ -180,6 +215,7 @@ impl MemNetwork {
                 version: 1,
                 seed,
                 nodes,
+                discovery: self.discovery,
             })),
         };
         begin
@@ -249,7 +285,7 @@ impl MemNetwork {
         match input {
             Input::Begin(_) => {}
             Input::Start(_) => {
-                if !self.routed {
+                if !self.routed && !self.discovery {
                     self.routed = true;
                     self.route_all();
                 }
@@ -284,6 +320,7 @@ impl MemNetwork {
                     interest.subscribed,
                 );
             }
+            Input::Route(route) => target.change_route(at, &route_change(route)?),
             Input::Quiesce(_) => target.quiesce(at),
             Input::Shutdown(_) => {
                 target.shutdown(at);
@@ -311,9 +348,12 @@ impl MemNetwork {
         self.nodes.push(node);
     }
 
-    /// Tells every node which names the others handle, then starts them all.
+    /// Tells every node which names the others handle (unless routes come from
+    /// discovery), then starts them all.
     pub fn start(&mut self, now: Time) {
-        self.route_all();
+        if !self.discovery {
+            self.route_all();
+        }
         for index in 0..self.nodes.len() {
             self.note(self.nodes[index].id(), now, || Input::Start(rec::Empty {}));
             self.nodes[index].start(now);
@@ -398,7 +438,7 @@ impl MemNetwork {
                         self.nodes[index].handle_transmit_error(now, transmit, error);
                     }
                 }
-                Output::Event(Event::Interest { name, subscribed }) => {
+                Output::Event(Event::Interest { name, subscribed }) if !self.discovery => {
                     for other in 0..self.nodes.len() {
                         let to = self.nodes[other].id();
                         if to == from {
@@ -442,18 +482,10 @@ impl MemNetwork {
             return Err((transmit, TransmitError::WouldBlock));
         }
         self.stats.sent += 1;
-        if self.link.loss > 0.0 && self.rng.random_bool(self.link.loss.clamp(0.0, 1.0)) {
+        let Some(at) = self.arrival(now) else {
             self.stats.lost += 1;
             return Ok(());
-        }
-        let jitter_us = u64::try_from(self.link.jitter.as_micros()).unwrap_or(u64::MAX);
-        let jitter = if jitter_us == 0 {
-            0
-        } else {
-            self.rng.random_range(0..=jitter_us)
         };
-        let at = now + self.link.latency + Duration::from_micros(jitter);
-        self.seq += 1;
         let Transmit {
             to,
             header,
@@ -470,6 +502,63 @@ impl MemNetwork {
         Ok(())
     }
 
+    /// When something sent at `now` arrives, by the link model (and a new
+    /// sequence number in `self.seq`), or `None` if it is lost.
+    fn arrival(&mut self, now: Time) -> Option<Time> {
+        if self.link.loss > 0.0 && self.rng.random_bool(self.link.loss.clamp(0.0, 1.0)) {
+            return None;
+        }
+        let jitter_us = u64::try_from(self.link.jitter.as_micros()).unwrap_or(u64::MAX);
+        let jitter = if jitter_us == 0 {
+            0
+        } else {
+            self.rng.random_range(0..=jitter_us)
+        };
+        self.seq += 1;
+        Some(now + self.link.latency + Duration::from_micros(jitter))
+    }
+
+    /// Carries a datagram from `from`'s membership to `to`'s over the same
+    /// links as frames (latency, jitter, loss); one for an unknown node, or
+    /// past `in_flight_max`, is lost.
+    pub fn send_datagram(&mut self, now: Time, from: NodeId, to: NodeId, bytes: Vec<u8>) {
+        self.stats.datagrams_sent += 1;
+        let room = self.datagrams.len() < self.link.in_flight_max;
+        match self.arrival(now) {
+            Some(at) if room && self.index.contains_key(&to) => {
+                self.datagrams.push(Reverse(Datagram {
+                    at,
+                    seq: self.seq,
+                    from,
+                    to,
+                    bytes,
+                }));
+            }
+            _ => self.stats.datagrams_lost += 1,
+        }
+    }
+
+    /// The next datagram due by `now`, if any.
+    pub fn poll_datagram(&mut self, now: Time) -> Option<Datagram> {
+        if self.datagrams.peek().is_some_and(|Reverse(d)| d.at <= now) {
+            self.datagrams.pop().map(|Reverse(d)| d)
+        } else {
+            None
+        }
+    }
+
+    /// Applies a change to `node`'s routes (from its membership, when routes
+    /// come from discovery) and carries what that sends: messages that were
+    /// waiting for a handler leave.
+    pub fn change_route(&mut self, now: Time, node: NodeId, change: &RouteChange) {
+        let Some(&index) = self.index.get(&node) else {
+            return;
+        };
+        self.note(node, now, || Input::Route(route_record(change)));
+        self.nodes[index].change_route(now, change);
+        self.drain_outputs(now, index);
+    }
+
     /// Events the nodes reported (traces, restarts), with the node they came from.
     pub fn poll_event(&mut self) -> Option<(NodeId, Event)> {
         self.events.pop_front()
@@ -479,7 +568,8 @@ impl MemNetwork {
     pub fn poll_timeout(&self) -> Option<Time> {
         let nodes = self.nodes.iter().filter_map(Node::poll_timeout);
         let frames = self.in_flight.peek().map(|Reverse(frame)| frame.at);
-        nodes.chain(frames).min()
+        let datagrams = self.datagrams.peek().map(|Reverse(datagram)| datagram.at);
+        nodes.chain(frames).chain(datagrams).min()
     }
 
     /// Whether every node is idle and no frame is in flight.
@@ -503,6 +593,7 @@ impl MemNetwork {
     pub fn shutdown(&mut self, now: Time) -> usize {
         let mut undelivered = self.in_flight.len();
         self.in_flight.clear();
+        self.datagrams.clear();
         for index in 0..self.nodes.len() {
             self.note(self.nodes[index].id(), now, || {
                 Input::Shutdown(rec::Empty {})
@@ -514,4 +605,81 @@ impl MemNetwork {
         }
         undelivered
     }
+}
+
+fn route_record(change: &RouteChange) -> rec::Route {
+    use rec::route::Change;
+    let named = |name: &str, on: bool| rec::Named {
+        name: name.to_owned(),
+        on,
+    };
+    let (about, change) = match change {
+        RouteChange::Handler {
+            name,
+            node,
+            handles,
+        } => (node, Change::Handler(named(name, *handles))),
+        RouteChange::Subscriber {
+            name,
+            node,
+            subscribed,
+        } => (node, Change::Subscriber(named(name, *subscribed))),
+        RouteChange::Info { node, info } => (
+            node,
+            Change::Info(rec::NodeInfo {
+                locality: match info.locality {
+                    Locality::Host => 0,
+                    Locality::Network => 1,
+                    Locality::Remote => 2,
+                },
+                load: info.load,
+            }),
+        ),
+        RouteChange::Gone { node } => (node, Change::Gone(rec::Empty {})),
+    };
+    rec::Route {
+        about: about.0,
+        change: Some(change),
+    }
+}
+
+/// A recorded route change, checked: names must be valid, localities known.
+fn route_change(route: rec::Route) -> Result<RouteChange, String> {
+    use rec::route::Change;
+    let node = NodeId(route.about);
+    let name = |named: &rec::Named| {
+        crate::ids::validate_name(&named.name)
+            .map_err(|error| format!("a route for {:?}: {error}", named.name))
+    };
+    Ok(match route.change.ok_or("a route record with no change")? {
+        Change::Handler(named) => {
+            name(&named)?;
+            RouteChange::Handler {
+                name: named.name,
+                node,
+                handles: named.on,
+            }
+        }
+        Change::Subscriber(named) => {
+            name(&named)?;
+            RouteChange::Subscriber {
+                name: named.name,
+                node,
+                subscribed: named.on,
+            }
+        }
+        Change::Info(info) => RouteChange::Info {
+            node,
+            info: NodeInfo {
+                locality: match info.locality {
+                    0 => Locality::Host,
+                    1 => Locality::Network,
+                    2 => Locality::Remote,
+                    other => return Err(format!("a route with locality {other} (0 to 2)")),
+                },
+                load: info.load,
+            },
+        },
+        Change::Gone(_) => RouteChange::Gone { node },
+    })
 }

@@ -35,7 +35,7 @@ use crate::ids::{Address, ComponentId, CorrelationId, InvalidName, Name, NodeId,
 use crate::mailbox::{Item, Mailbox, RunQueue};
 use crate::message::{Bounce, BounceReason, Header, Hop, Kind, Message, TraceContext};
 use crate::minter::Minter;
-use crate::router::{Destination, RouteId, Router};
+use crate::router::{Destination, RouteChange, RouteId, Router};
 use crate::stats::{ComponentStats, DropReason, NodeStats};
 use crate::time::{Stopwatch, Time};
 use crate::transport::{Transmit, TransmitError};
@@ -573,6 +573,35 @@ impl Node {
             }
         }
         added
+    }
+
+    /// Applies one change to the routes (see [`RouteChange`]); a handler added
+    /// routes the messages that were waiting for one, as
+    /// [`Node::add_remote_handler`] does.
+    pub fn change_route(&mut self, now: Time, change: &RouteChange) {
+        match change {
+            RouteChange::Handler {
+                name,
+                node,
+                handles: true,
+            } => {
+                self.add_remote_handler(now, name, *node);
+            }
+            RouteChange::Handler {
+                name,
+                node,
+                handles: false,
+            } => {
+                self.router.remove_remote_handler(name, *node);
+            }
+            RouteChange::Subscriber {
+                name,
+                node,
+                subscribed,
+            } => self.router.set_remote_subscriber(name, *node, *subscribed),
+            RouteChange::Info { node, info } => self.router.set_node_info(*node, *info),
+            RouteChange::Gone { node } => self.router.remove_node(*node),
+        }
     }
 
     /// Messages waiting for a handler of their name.

@@ -42,6 +42,43 @@ pub struct NodeInfo {
     pub load: u32,
 }
 
+/// One change to a node's routes, as discovery learns it from a member's
+/// metadata ([`crate::Node::change_route`] applies it). A driver that records a
+/// node's inputs records these too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RouteChange {
+    /// `node` handles `name` from now on, or no longer does.
+    Handler {
+        /// The name.
+        name: String,
+        /// The remote node.
+        node: NodeId,
+        /// Added (else removed).
+        handles: bool,
+    },
+    /// `node` subscribes to `name` from now on, or no longer does.
+    Subscriber {
+        /// The name.
+        name: String,
+        /// The remote node.
+        node: NodeId,
+        /// Added (else removed).
+        subscribed: bool,
+    },
+    /// Where `node` is and how loaded it is.
+    Info {
+        /// The remote node.
+        node: NodeId,
+        /// What is known of it.
+        info: NodeInfo,
+    },
+    /// `node` is gone: it handles and subscribes to nothing any more.
+    Gone {
+        /// The remote node.
+        node: NodeId,
+    },
+}
+
 impl NodeInfo {
     fn rank(self) -> (Locality, u32) {
         (self.locality, self.load)
