@@ -129,6 +129,11 @@ struct DevArgs {
     /// start).
     #[arg(long, value_enum, default_value = "discovery")]
     routes: crate::config::Routes,
+    /// Cut the links between two components' nodes (`feed:store@2s..5s`), or
+    /// between one and all others (`store@2s..5s`), for that window after
+    /// the start: what is sent over them is lost, as in a partition. Repeatable.
+    #[arg(long = "cut", value_name = "A[:B]@START..END", value_parser = dev::Cut::parse)]
+    cuts: Vec<dev::Cut>,
 }
 
 fn parse_probability(text: &str) -> Result<f64, String> {
@@ -269,7 +274,15 @@ fn run_dev(args: DevArgs, registry: &Registry) -> i32 {
         loss: args.loss.unwrap_or(app.dev.loss),
         ..LinkModel::default()
     };
+    let cuts = match dev::CutSchedule::resolve(&args.cuts, &app) {
+        Ok(cuts) => cuts,
+        Err(error) => {
+            eprintln!("exchange: {error}");
+            return 2;
+        }
+    };
     let options = DevOptions {
+        cuts,
         run_for: args.run_for,
         drain_max: args.drain,
         link,

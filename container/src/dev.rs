@@ -1,13 +1,14 @@
 //! `exchange dev`: every component of an app in one process, each in its own node
 //! on the in-memory network, driven by the real clock.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use exchange_discovery::{
-    ClusterKey, Membership, Settings, in_memory_addr, in_memory_node, routes,
+    ClusterKey, Event as MemberEvent, Membership, Settings, in_memory_addr, in_memory_node, routes,
 };
 use exchange_runtime::mem::{LinkModel, MemNetwork};
 use exchange_runtime::trace::{TraceLog, render_chain};
@@ -33,6 +34,146 @@ pub struct DevOptions {
     pub record: Option<std::path::PathBuf>,
     /// Where routes come from.
     pub routes: Routes,
+    /// Links to cut, and when.
+    pub cuts: CutSchedule,
+}
+
+/// `--cut A[:B]@START..END`: the links between component `a`'s node and
+/// `b`'s (or every other node) are cut from `start` to `end` after the start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cut {
+    a: String,
+    b: Option<String>,
+    start: Duration,
+    end: Duration,
+}
+
+impl Cut {
+    /// Parses `feed:store@2s..5s` or `store@2s..5s`.
+    pub fn parse(text: &str) -> Result<Cut, String> {
+        let form = "expected A[:B]@START..END, e.g. feed:store@2s..5s";
+        let (names, window) = text
+            .split_once('@')
+            .ok_or_else(|| format!("{text:?}: no window; {form}"))?;
+        let (start, end) = window
+            .split_once("..")
+            .ok_or_else(|| format!("{text:?}: the window has no `..`; {form}"))?;
+        let time = |part: &str| {
+            humantime::parse_duration(part)
+                .map_err(|error| format!("{text:?}: {part:?} is not a duration ({error}); {form}"))
+        };
+        let (start, end) = (time(start)?, time(end)?);
+        if end <= start {
+            return Err(format!("{text:?}: the window ends before it starts"));
+        }
+        let (a, b) = match names.split_once(':') {
+            Some((a, b)) => (a, Some(b)),
+            None => (names, None),
+        };
+        if a.is_empty() || b.is_some_and(str::is_empty) {
+            return Err(format!("{text:?}: a component name is missing; {form}"));
+        }
+        if b == Some(a) {
+            return Err(format!("{text:?}: a component is not cut from itself"));
+        }
+        Ok(Cut {
+            a: a.to_owned(),
+            b: b.map(str::to_owned),
+            start,
+            end,
+        })
+    }
+}
+
+/// The cuts of a run, resolved to nodes: each link cut at its start and
+/// healed at its end.
+#[derive(Clone, Debug, Default)]
+pub struct CutSchedule {
+    changes: Vec<LinkChange>,
+    next: usize,
+}
+
+#[derive(Clone, Debug)]
+struct LinkChange {
+    /// After the start.
+    at: Duration,
+    /// Cut, else heal.
+    cut: bool,
+    links: Vec<(NodeId, NodeId)>,
+    /// What to print.
+    label: String,
+}
+
+impl CutSchedule {
+    /// Resolves component names to the nodes `exchange dev` gives them
+    /// (`n1`, `n2`, … in config order); an unknown name is an error.
+    pub fn resolve(cuts: &[Cut], app: &AppConfig) -> Result<CutSchedule, String> {
+        let names: Vec<&str> = app.components.iter().map(|c| c.name.as_str()).collect();
+        let node = |name: &str| {
+            names
+                .iter()
+                .position(|n| *n == name)
+                .map(|i| NodeId(i as u64 + 1))
+                .ok_or_else(|| format!("--cut: no component {name:?}; the app has {names:?}"))
+        };
+        let mut changes = Vec::new();
+        for cut in cuts {
+            let a = node(&cut.a)?;
+            let (links, label) = match &cut.b {
+                Some(b) => (vec![(a, node(b)?)], format!("{} | {b}", cut.a)),
+                None => {
+                    let others = (1..=names.len() as u64).map(NodeId).filter(|n| *n != a);
+                    (
+                        others.map(|n| (a, n)).collect(),
+                        format!("{} | the rest", cut.a),
+                    )
+                }
+            };
+            changes.push(LinkChange {
+                at: cut.start,
+                cut: true,
+                links: links.clone(),
+                label: label.clone(),
+            });
+            changes.push(LinkChange {
+                at: cut.end,
+                cut: false,
+                links,
+                label,
+            });
+        }
+        // At the same instant, heal before cutting.
+        changes.sort_by_key(|change| (change.at, change.cut));
+        Ok(CutSchedule { changes, next: 0 })
+    }
+
+    /// Makes the changes due by `now` (`started` is offset zero); returns
+    /// what they were, for the status output.
+    fn apply(&mut self, started: Time, now: Time, net: &mut MemNetwork) -> Vec<String> {
+        let mut done = Vec::new();
+        while let Some(change) = self.changes.get(self.next) {
+            if started + change.at > now {
+                break;
+            }
+            for &(a, b) in &change.links {
+                if change.cut {
+                    net.cut(a, b);
+                } else {
+                    net.heal(a, b);
+                }
+            }
+            let what = if change.cut { "cut" } else { "healed" };
+            done.push(format!("{what} {}", change.label));
+            self.next += 1;
+        }
+        done
+    }
+
+    fn next_change(&self, started: Time) -> Option<Time> {
+        self.changes
+            .get(self.next)
+            .map(|change| started + change.at)
+    }
 }
 
 /// Appends a network's recording to a file as the run goes.
@@ -117,6 +258,7 @@ pub fn run(
     };
     let started = clock.now();
     let end = options.run_for.map(|d| started + d);
+    let mut cuts = options.cuts.clone();
     net.start(started);
     if let Some(members) = members.as_mut() {
         members.start(started, &mut net);
@@ -126,10 +268,16 @@ pub fn run(
         if stop.load(Ordering::Relaxed) || end.is_some_and(|end| now >= end) {
             break;
         }
+        for change in cuts.apply(started, now, &mut net) {
+            status.note(now, &change);
+        }
         net.step(now, &mut stopwatch);
         collect_events(now, &mut net, &mut members, &mut traces);
         if let Some(members) = members.as_mut() {
             members.step(now, &mut net);
+            for news in members.news.drain(..) {
+                status.note(now, &news);
+            }
         }
         if let Some(record) = record.as_mut() {
             record.append(&mut net)?;
@@ -138,6 +286,7 @@ pub fn run(
         let wake = [
             net.poll_timeout(),
             members.as_ref().and_then(Members::poll_timeout),
+            cuts.next_change(started),
             end,
             Some(status.next),
         ]
@@ -154,6 +303,9 @@ pub fn run(
     net.quiesce(clock.now());
     while !net.is_idle() && clock.now() < drain_end {
         let now = clock.now();
+        for change in cuts.apply(started, now, &mut net) {
+            status.note(now, &change);
+        }
         net.step(now, &mut stopwatch);
         collect_events(now, &mut net, &mut members, &mut traces);
         if let Some(members) = members.as_mut() {
@@ -162,6 +314,7 @@ pub fn run(
         let wake = [
             net.poll_timeout(),
             members.as_ref().and_then(Members::poll_timeout),
+            cuts.next_change(started),
         ];
         sleep_until(
             &clock,
@@ -211,6 +364,12 @@ fn collect_events(
 /// node inputs.
 struct Members {
     memberships: Vec<(NodeId, Membership)>,
+    /// Each node's component, for what is printed.
+    names: BTreeMap<NodeId, String>,
+    /// (observer, member) pairs seen going down and not back up yet.
+    down: BTreeSet<(NodeId, NodeId)>,
+    /// What to print: members going down and coming back.
+    news: Vec<String>,
 }
 
 impl Members {
@@ -222,7 +381,9 @@ impl Members {
         let key = ClusterKey::new(b"exchange dev: the in-memory cluster").expect("long enough");
         let seed = net.nodes().first().map(|node| in_memory_addr(node.id()));
         let mut memberships = Vec::new();
+        let mut names = BTreeMap::new();
         for node in net.nodes() {
+            names.insert(node.id(), node.name().to_owned());
             let id = node.id();
             let mut settings = Settings::new(id, 1, in_memory_addr(id), key.clone());
             settings.seeds = seed.into_iter().collect();
@@ -234,7 +395,12 @@ impl Members {
                 .map_err(|error| format!("discovery for {id} ({}): {error}", node.name()))?;
             memberships.push((id, membership));
         }
-        Ok(Members { memberships })
+        Ok(Members {
+            memberships,
+            names,
+            down: BTreeSet::new(),
+            news: Vec::new(),
+        })
     }
 
     fn start(&mut self, now: Time, net: &mut MemNetwork) {
@@ -278,6 +444,23 @@ impl Members {
     fn flush(&mut self, now: Time, net: &mut MemNetwork) {
         for (id, membership) in &mut self.memberships {
             while let Some(event) = membership.poll_event() {
+                let (subject, up) = match &event {
+                    MemberEvent::Up(member) => (member.node(), true),
+                    MemberEvent::Changed { after, .. } => (after.node(), true),
+                    MemberEvent::Down(member) => (member.node(), false),
+                };
+                let name = |node: NodeId| format!("{} ({node})", self.names[&node]);
+                tracing::info!(observer = %id, member = %subject, up, "membership");
+                let news = if up {
+                    self.down.remove(&(*id, subject))
+                } else {
+                    self.down.insert((*id, subject))
+                };
+                if news {
+                    let what = if up { "back up" } else { "down" };
+                    self.news
+                        .push(format!("{} sees {} {what}", name(*id), name(subject)));
+                }
                 routes::changes(membership.local(), &event, |change| {
                     net.change_route(now, *id, &change);
                 });
@@ -397,6 +580,18 @@ impl StatusLine {
             writeln!(err, "{line}")
         };
         let _ = err.flush();
+    }
+
+    /// Prints a one-off line (a cut, a heal, a member down), above the live
+    /// line if there is one.
+    fn note(&self, now: Time, text: &str) {
+        let at = (now - self.started).as_secs_f64();
+        let clear = if self.enabled && self.tty {
+            "\r\x1b[K"
+        } else {
+            ""
+        };
+        eprintln!("{clear}[{at:>5.1}s] {text}");
     }
 
     fn finish(&self) {

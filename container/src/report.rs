@@ -62,11 +62,13 @@ pub struct NetworkReport {
     pub lost: u64,
     /// Frames refused to their sender.
     pub refused: u64,
+    /// Frames lost on a cut link (`--cut`).
+    pub cut: u64,
     /// Frames still in flight at shutdown (never accepted anywhere).
     pub in_flight_at_stop: u64,
     /// Discovery's datagrams handed to the network (routes from discovery).
     pub datagrams_sent: u64,
-    /// Datagrams lost by the loss model.
+    /// Datagrams lost by the loss model or on a cut link.
     pub datagrams_lost: u64,
 }
 
@@ -132,6 +134,7 @@ impl Report {
             delivered,
             lost,
             refused,
+            cut,
             datagrams_sent,
             datagrams_lost,
         } = net.stats().clone();
@@ -140,6 +143,7 @@ impl Report {
             delivered,
             lost,
             refused,
+            cut,
             in_flight_at_stop: in_flight_at_stop as u64,
             datagrams_sent,
             datagrams_lost,
@@ -217,13 +221,13 @@ impl Report {
         let n = &self.network;
         let _ = writeln!(
             out,
-            "network: {} frames sent, {} delivered, {} lost (loss model), {} refused, {} in flight at stop",
-            n.sent, n.delivered, n.lost, n.refused, n.in_flight_at_stop
+            "network: {} frames sent, {} delivered, {} lost (loss model), {} cut, {} refused, {} in flight at stop",
+            n.sent, n.delivered, n.lost, n.cut, n.refused, n.in_flight_at_stop
         );
         if n.datagrams_sent > 0 {
             let _ = writeln!(
                 out,
-                "discovery: {} datagrams sent, {} lost (loss model)",
+                "discovery: {} datagrams sent, {} lost (loss model or cut)",
                 n.datagrams_sent, n.datagrams_lost
             );
         }

@@ -104,6 +104,50 @@ fn dev_routes_through_discovery_as_production_does_or_statically_when_asked() {
 }
 
 #[test]
+fn a_cut_partitions_components_discovery_sees_it_and_everything_is_accounted_for() {
+    // The store alone on one side for 1.2 s: every node's membership declares
+    // it down (a fast probe period keeps the test short), the feed's requests
+    // to it expire, and once healed all see it back.
+    let env = [
+        ("EXCHANGE__DISCOVERY__LISTEN", "127.0.0.1:0"),
+        ("EXCHANGE__DISCOVERY__PROBE_PERIOD", "100ms"),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let report_path = dir.path().join("report.json");
+    let output = exchange()
+        .args(["dev", "--no-status", "--for", "3s", "--cut"])
+        .args(["store@300ms..1500ms", "--report"])
+        .arg(&report_path)
+        .envs(env)
+        .output()
+        .expect("exchange runs");
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let report = assert_report_balances(&report_path);
+    for line in [
+        "] cut store | the rest",
+        "] feed (n2) sees store (n1) down",
+        "] loadgen (n3) sees store (n1) down",
+        "] healed store | the rest",
+        "] feed (n2) sees store (n1) back up",
+    ] {
+        assert!(stderr.contains(line), "no {line:?} in:\n{stderr}");
+    }
+    assert!(
+        report["network"]["cut"].as_u64().unwrap() > 0,
+        "{}",
+        report["network"]
+    );
+    assert!(
+        report["components"]["feed"]["returned"]["expired"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "the feed's requests to the store expired: {}",
+        report["components"]["feed"]
+    );
+}
+
+#[test]
 fn dev_models_latency_and_loss_and_still_accounts_for_everything() {
     let args = [
         "--for",
@@ -213,6 +257,23 @@ fn bad_flags_and_environment_are_clear_errors() {
         stderr.contains("'everywhere'") && stderr.contains("discovery, static"),
         "{stderr}"
     );
+    for (cut, says) in [
+        (
+            "feed:cache@1s..2s",
+            r#"no component "cache"; the app has ["store", "feed", "loadgen"]"#,
+        ),
+        ("feed:store@2s..1s", "the window ends before it starts"),
+        ("feed:store", "no window"),
+        ("feed:store@1s", "the window has no `..`"),
+        ("feed:store@1s..soon", r#""soon" is not a duration"#),
+        ("feed:feed@1s..2s", "a component is not cut from itself"),
+        (":store@1s..2s", "a component name is missing"),
+    ] {
+        let output = run(&["dev", "--cut", cut]);
+        assert_eq!(output.status.code(), Some(2), "--cut {cut}");
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(says), "--cut {cut}: {stderr}");
+    }
     let output = run(&["dev", "--for", "soon"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(text(&output.stderr).contains("invalid value 'soon' for '--for <DURATION>'"));

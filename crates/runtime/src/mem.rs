@@ -61,9 +61,11 @@ pub struct NetStats {
     pub lost: u64,
     /// Frames refused back to their sender (unknown node or full queue).
     pub refused: u64,
+    /// Frames lost on a cut link ([`MemNetwork::cut`]).
+    pub cut: u64,
     /// Discovery's datagrams handed to the network.
     pub datagrams_sent: u64,
-    /// Datagrams lost by the loss model, or for want of room.
+    /// Datagrams lost by the loss model, on a cut link or for want of room.
     pub datagrams_lost: u64,
 }
 
@@ -138,6 +140,8 @@ pub struct MemNetwork {
     /// discovery learns them; else every node knows every other's names.
     discovery: bool,
     datagrams: BinaryHeap<Reverse<Datagram>>,
+    /// Cut links, each as (lower id, higher id), with how many cuts hold it.
+    cuts: BTreeMap<(NodeId, NodeId), u32>,
 }
 
 /// What a node emitted in one drain: how many outputs, and a hash of them that
@@ -187,7 +191,31 @@ impl MemNetwork {
             routed: false,
             discovery: false,
             datagrams: BinaryHeap::new(),
+            cuts: BTreeMap::new(),
         }
+    }
+
+    /// Cuts the link between `a` and `b`, both ways: what is sent over it from
+    /// now on is lost (frames counted as `cut`), as in a network partition;
+    /// what is already in flight still arrives. Cuts nest: a link cut twice
+    /// is healed by the second [`MemNetwork::heal`].
+    pub fn cut(&mut self, a: NodeId, b: NodeId) {
+        *self.cuts.entry((a.min(b), a.max(b))).or_default() += 1;
+    }
+
+    /// Undoes one [`MemNetwork::cut`] of the link between `a` and `b`.
+    pub fn heal(&mut self, a: NodeId, b: NodeId) {
+        let link = (a.min(b), a.max(b));
+        if let Some(count) = self.cuts.get_mut(&link) {
+            *count -= 1;
+            if *count == 0 {
+                self.cuts.remove(&link);
+            }
+        }
+    }
+
+    fn is_cut(&self, a: NodeId, b: NodeId) -> bool {
+        !self.cuts.is_empty() && self.cuts.contains_key(&(a.min(b), a.max(b)))
     }
 
     /// Routes will come from the driver, one [`MemNetwork::change_route`] at a
@@ -482,6 +510,10 @@ impl MemNetwork {
             return Err((transmit, TransmitError::WouldBlock));
         }
         self.stats.sent += 1;
+        if self.is_cut(from, transmit.to) {
+            self.stats.cut += 1;
+            return Ok(());
+        }
         let Some(at) = self.arrival(now) else {
             self.stats.lost += 1;
             return Ok(());
@@ -523,7 +555,7 @@ impl MemNetwork {
     /// past `in_flight_max`, is lost.
     pub fn send_datagram(&mut self, now: Time, from: NodeId, to: NodeId, bytes: Vec<u8>) {
         self.stats.datagrams_sent += 1;
-        let room = self.datagrams.len() < self.link.in_flight_max;
+        let room = self.datagrams.len() < self.link.in_flight_max && !self.is_cut(from, to);
         match self.arrival(now) {
             Some(at) if room && self.index.contains_key(&to) => {
                 self.datagrams.push(Reverse(Datagram {
