@@ -234,6 +234,8 @@ impl Discovery {
             ups: stats.ups,
             changes: stats.changes,
             downs: stats.downs,
+            downs_held: stats.downs_held,
+            downs_averted: stats.downs_averted,
         }
     }
 }

@@ -89,6 +89,7 @@ pub fn to_json(status: &control::NodeStatus) -> serde_json::Value {
             "bytes_in": d.bytes_in, "bytes_out": d.bytes_out,
             "refused": d.refused, "malformed": d.malformed, "send_errors": d.send_errors,
             "ups": d.ups, "changes": d.changes, "downs": d.downs,
+            "downs_held": d.downs_held, "downs_averted": d.downs_averted,
         })),
     })
 }

@@ -134,6 +134,11 @@ fn a_cut_partitions_components_discovery_sees_it_and_everything_is_accounted_for
         assert!(stderr.contains(line), "no {line:?} in:\n{stderr}");
     }
     assert!(
+        !stderr.contains("feed (n2) sees loadgen (n3) down")
+            && !stderr.contains("loadgen (n3) sees feed (n2) down"),
+        "the store's verdicts on the others, spread after the heal, are not acted on:\n{stderr}"
+    );
+    assert!(
         report["network"]["cut"].as_u64().unwrap() > 0,
         "{}",
         report["network"]

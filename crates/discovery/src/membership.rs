@@ -366,6 +366,12 @@ pub struct MembershipStats {
     pub changes: u64,
     /// See `ups`.
     pub downs: u64,
+    /// Members SWIM declared down while they were talking to this node, held
+    /// routable for a grace period (see `Membership::reconcile`).
+    pub downs_held: u64,
+    /// Of those, the ones that came back under a new life within it (the
+    /// rest went down when it ended).
+    pub downs_averted: u64,
 }
 
 /// Metadata known of other nodes, shared with the broadcast handler inside
@@ -476,6 +482,11 @@ pub struct Membership {
     pulled_at: FxHashMap<u64, Time>,
     /// Members SWIM holds suspect, and since when (see `expire_suspects`).
     suspects: FxHashMap<Identity, (foca::Incarnation, Time)>,
+    /// When an authentic datagram last came from each address.
+    heard: FxHashMap<SocketAddr, Time>,
+    /// Routable members SWIM declared down while they were talking to us,
+    /// held until the time given (see `reconcile`).
+    held: BTreeMap<u64, Time>,
     load_pending: Option<u32>,
     load_sent_at: Time,
     sized_for: usize,
@@ -541,6 +552,8 @@ impl Membership {
             next_seed_check: Time::ZERO,
             pulled_at: FxHashMap::default(),
             suspects: FxHashMap::default(),
+            heard: FxHashMap::default(),
+            held: BTreeMap::new(),
             load_pending: None,
             load_sent_at: Time::ZERO,
             sized_for: 1,
@@ -638,6 +651,7 @@ impl Membership {
         let Ok(body) = self.opener.open(now.as_micros(), datagram) else {
             return;
         };
+        self.heard.insert(from, now);
         match body.split_first() {
             Some((&KIND_SWIM, swim)) => {
                 if self.swim.handle_data(swim, &mut self.runtime).is_err() {
@@ -692,7 +706,11 @@ impl Membership {
     /// The next time [`Membership::handle_timeout`] has something to do.
     pub fn poll_timeout(&self) -> Option<Time> {
         let timer = self.timers.keys().next().map(|(at, _)| *at);
-        Some(timer.map_or(self.next_tick, |at| at.min(self.next_tick)))
+        let held = self.held.values().min().copied();
+        [timer, held, Some(self.next_tick)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The next datagram to send.
@@ -1063,6 +1081,12 @@ impl Membership {
             }
         }
         touched.append(&mut self.store.borrow_mut().changed);
+        touched.extend(
+            self.held
+                .iter()
+                .filter(|(_, until)| **until <= now)
+                .map(|(node, _)| *node),
+        );
         touched.sort_unstable();
         touched.dedup();
         for node in touched {
@@ -1103,6 +1127,9 @@ impl Membership {
                 self.events.push_back(Event::Up(member));
             }
             (Some(before), Some(after)) => {
+                if self.held.remove(&node).is_some() {
+                    self.stats.downs_averted += 1;
+                }
                 if *before != after {
                     self.stats.changes += 1;
                     let before = before.clone();
@@ -1113,7 +1140,43 @@ impl Membership {
                     });
                 }
             }
-            (Some(_), None) => {
+            (Some(before), None) => {
+                // After a partition heals, the side that was cut off spreads
+                // "down" for every member it lost; SWIM makes such a member
+                // come back under a new life, and until its metadata for that
+                // life arrives it is not routable. It is alive all the while:
+                // keep it routable for a grace period rather than tear down
+                // its routes and connections for nothing. So too a member
+                // SWIM declared down on hearsay while it is talking to us. A
+                // member that is leaving, or that has been silent (a crash:
+                // silent for the whole suspicion), goes at once.
+                let grace = self.settings.probe_period * 2;
+                let renewed = self
+                    .alive
+                    .get(&node)
+                    .is_some_and(|id| id.life > before.meta.life);
+                let talking = self
+                    .heard
+                    .get(&before.addr)
+                    .is_some_and(|at| now.saturating_since(*at) <= grace);
+                let declared = !self.alive.contains_key(&node);
+                let leaving = self
+                    .store
+                    .borrow()
+                    .metas
+                    .get(&node)
+                    .is_some_and(|meta| meta.leaving);
+                let hold = !leaving && !self.left && (renewed || (declared && talking));
+                match self.held.get(&node) {
+                    None if hold => {
+                        self.stats.downs_held += 1;
+                        self.held.insert(node, now + grace);
+                        return;
+                    }
+                    Some(until) if *until > now && hold => return,
+                    _ => {}
+                }
+                self.held.remove(&node);
                 self.stats.downs += 1;
                 let member = self.routable.remove(&node).expect("present");
                 self.events.push_back(Event::Down(member));
@@ -1148,6 +1211,8 @@ mod tests {
         now: Time,
         in_flight: Vec<(Time, SocketAddr, SocketAddr, Vec<u8>)>,
         down: Vec<bool>,
+        /// A node cut off from all the others (datagrams either way lost).
+        isolated: Option<usize>,
         /// Every datagram node 0 took in.
         seen_by_0: Vec<Vec<u8>>,
     }
@@ -1192,6 +1257,7 @@ mod tests {
                 now,
                 in_flight: Vec::new(),
                 down: vec![false; n],
+                isolated: None,
                 seen_by_0: Vec::new(),
             };
             cluster.collect();
@@ -1236,7 +1302,18 @@ mod tests {
                             .unwrap()
                             - 1,
                     );
-                    if i < self.members.len() && !self.down[i] {
+                    let from_index = usize::from(
+                        from.ip()
+                            .to_string()
+                            .rsplit('.')
+                            .next()
+                            .unwrap()
+                            .parse::<u8>()
+                            .unwrap()
+                            - 1,
+                    );
+                    let cut = self.isolated.is_some_and(|x| (x == i) != (x == from_index));
+                    if i < self.members.len() && !self.down[i] && !cut {
                         self.members[i].handle_datagram(next, from, &bytes);
                         if i == 0 {
                             self.seen_by_0.push(bytes);
@@ -1324,6 +1401,34 @@ mod tests {
         for i in 0..2 {
             assert!(cluster.members[i].member(NodeId(102)).is_none(), "node {i}");
         }
+    }
+
+    #[test]
+    fn after_a_partition_heals_only_the_cut_off_node_went_down_and_came_back() {
+        let mut cluster = Cluster::new(3);
+        cluster.run_for(Duration::from_secs(5));
+        let downs = |cluster: &Cluster, i: usize| cluster.members[i].stats().downs;
+        assert_eq!((downs(&cluster, 0), downs(&cluster, 1)), (0, 0));
+        cluster.isolated = Some(2);
+        cluster.run_for(Duration::from_secs(6));
+        for i in 0..2 {
+            assert_eq!(cluster.routable(i), [100 + (1 - i) as u64], "node {i}");
+        }
+        assert!(cluster.routable(2).is_empty());
+        // The cut-off node's verdicts on the others (both down, in its view)
+        // reach them once healed; they talk to each other all along, so
+        // neither may see the other go down: each comes back under a new
+        // life before that is acted on.
+        cluster.isolated = None;
+        cluster.run_for(Duration::from_secs(8));
+        for i in 0..3 {
+            assert_eq!(cluster.routable(i).len(), 2, "node {i}");
+        }
+        assert_eq!(
+            (downs(&cluster, 0), downs(&cluster, 1)),
+            (1, 1),
+            "nodes 0 and 1 saw only node 2 go down"
+        );
     }
 
     /// Everything about node 0's view that a datagram could change.
