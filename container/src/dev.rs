@@ -237,7 +237,7 @@ pub fn run(
     stop: &Arc<AtomicBool>,
 ) -> Result<Report, String> {
     let mut net = build_network(app, registry, options.link.clone())?;
-    let mut members = match options.routes {
+    let members = match options.routes {
         Routes::Discovery => {
             net.route_by_discovery();
             Some(Members::new(app, &net)?)
@@ -245,10 +245,7 @@ pub fn run(
         Routes::Static => None,
     };
     let clock = Clock::new();
-    let mut stopwatch = RealStopwatch::new();
-    let mut traces = TraceLog::new(256, 256);
     let mut status = StatusLine::new(options.status, clock.now());
-
     let mut record = match &options.record {
         Some(path) => {
             net.record(app.seed);
@@ -258,41 +255,29 @@ pub fn run(
     };
     let started = clock.now();
     let end = options.run_for.map(|d| started + d);
-    let mut cuts = options.cuts.clone();
-    net.start(started);
-    if let Some(members) = members.as_mut() {
-        members.start(started, &mut net);
-    }
+    let mut world = World {
+        net,
+        members,
+        cuts: options.cuts.clone(),
+        started,
+        stopwatch: RealStopwatch::new(),
+        traces: TraceLog::new(256, 256),
+    };
+    world.start();
     loop {
         let now = clock.now();
         if stop.load(Ordering::Relaxed) || end.is_some_and(|end| now >= end) {
             break;
         }
-        for change in cuts.apply(started, now, &mut net) {
-            status.note(now, &change);
-        }
-        net.step(now, &mut stopwatch);
-        collect_events(now, &mut net, &mut members, &mut traces);
-        if let Some(members) = members.as_mut() {
-            members.step(now, &mut net);
-            for news in members.news.drain(..) {
-                status.note(now, &news);
-            }
-        }
+        world.turn(now, &status);
         if let Some(record) = record.as_mut() {
-            record.append(&mut net)?;
+            record.append(&mut world.net)?;
         }
-        status.maybe_print(now, &net);
-        let wake = [
-            net.poll_timeout(),
-            members.as_ref().and_then(Members::poll_timeout),
-            cuts.next_change(started),
-            end,
-            Some(status.next),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        status.maybe_print(now, &world.net);
+        let wake = [world.wake(), end, Some(status.next)]
+            .into_iter()
+            .flatten()
+            .min();
         sleep_until(&clock, wake);
     }
     let ran = clock.now() - started;
@@ -300,27 +285,14 @@ pub fn run(
     // Drain: no timer fires any more, so no new work starts; what is in flight
     // finishes (or expires) within `drain_max`; the rest is dropped as `shutdown`.
     let drain_end = clock.now() + options.drain_max;
-    net.quiesce(clock.now());
-    while !net.is_idle() && clock.now() < drain_end {
-        let now = clock.now();
-        for change in cuts.apply(started, now, &mut net) {
-            status.note(now, &change);
-        }
-        net.step(now, &mut stopwatch);
-        collect_events(now, &mut net, &mut members, &mut traces);
-        if let Some(members) = members.as_mut() {
-            members.step(now, &mut net);
-        }
-        let wake = [
-            net.poll_timeout(),
-            members.as_ref().and_then(Members::poll_timeout),
-            cuts.next_change(started),
-        ];
-        sleep_until(
-            &clock,
-            wake.into_iter().flatten().min().map(|t| t.min(drain_end)),
-        );
+    world.net.quiesce(clock.now());
+    while !world.net.is_idle() && clock.now() < drain_end {
+        world.turn(clock.now(), &status);
+        sleep_until(&clock, world.wake().map(|t| t.min(drain_end)));
     }
+    let World {
+        mut net, traces, ..
+    } = world;
     let in_flight_at_stop = net.shutdown(clock.now());
     if let Some(record) = record {
         record.finish(&mut net)?;
@@ -337,23 +309,63 @@ pub fn run(
     ))
 }
 
-fn collect_events(
-    now: Time,
-    net: &mut MemNetwork,
-    members: &mut Option<Members>,
-    traces: &mut TraceLog,
-) {
-    while let Some((node, event)) = net.poll_event() {
-        match event {
-            Event::Traced(record) => traces.record(*record),
-            // Only with discovery does the network hand these out.
-            Event::Interest { name, subscribed } => {
-                if let Some(members) = members.as_mut() {
-                    members.note_interest(now, node, name.as_str(), subscribed);
-                }
-            }
-            event => crate::report::log_event(node, &event),
+/// Everything a turn of the dev loop drives: the nodes on their network, their
+/// memberships, the cuts.
+struct World {
+    net: MemNetwork,
+    members: Option<Members>,
+    cuts: CutSchedule,
+    started: Time,
+    stopwatch: RealStopwatch,
+    traces: TraceLog,
+}
+
+impl World {
+    fn start(&mut self) {
+        self.net.start(self.started);
+        if let Some(members) = self.members.as_mut() {
+            members.start(self.started, &mut self.net);
         }
+    }
+
+    /// One turn at `now`: the cuts and heals due, the nodes, their events,
+    /// discovery; what happened to the network is printed.
+    fn turn(&mut self, now: Time, status: &StatusLine) {
+        for change in self.cuts.apply(self.started, now, &mut self.net) {
+            status.note(now, &change);
+        }
+        self.net.step(now, &mut self.stopwatch);
+        while let Some((node, event)) = self.net.poll_event() {
+            match event {
+                Event::Traced(record) => self.traces.record(*record),
+                // Only with discovery does the network hand these out.
+                Event::Interest { name, subscribed } => {
+                    if let Some(members) = self.members.as_mut() {
+                        members.note_interest(now, node, name.as_str(), subscribed);
+                    }
+                }
+                event => crate::report::log_event(node, &event),
+            }
+        }
+        if let Some(members) = self.members.as_mut() {
+            members.step(now, &mut self.net);
+            for news in members.news.drain(..) {
+                status.note(now, &news);
+            }
+        }
+    }
+
+    /// When something in the world is next due.
+    fn wake(&self) -> Option<Time> {
+        let members = self.members.as_ref().and_then(Members::poll_timeout);
+        [
+            self.net.poll_timeout(),
+            members,
+            self.cuts.next_change(self.started),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }
 
@@ -383,8 +395,8 @@ impl Members {
         let mut memberships = Vec::new();
         let mut names = BTreeMap::new();
         for node in net.nodes() {
-            names.insert(node.id(), node.name().to_owned());
             let id = node.id();
+            names.insert(id, node.name().to_owned());
             let mut settings = Settings::new(id, 1, in_memory_addr(id), key.clone());
             settings.seeds = seed.into_iter().collect();
             settings.set_probe_period(probe_period);
