@@ -75,6 +75,7 @@ pub mod mem;
 mod message;
 mod minter;
 mod node;
+pub mod record;
 mod router;
 pub mod stats;
 mod time;

@@ -10,17 +10,15 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::time::Duration;
 
-use std::hash::Hasher;
-
 use exchange_idl::exchange::v1::record::{self as rec, record::Kind as Input};
-use prost::Message as _;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rustc_hash::FxHasher;
 
 use crate::ids::NodeId;
 use crate::node::{Event, Node, Output};
-use crate::router::{Locality, NodeInfo, RouteChange};
+use crate::record::Recorder;
+pub use crate::record::parse_recording;
+use crate::router::RouteChange;
 use crate::time::{Stopwatch, Time};
 use crate::transport::{Transmit, TransmitError};
 
@@ -94,32 +92,6 @@ pub struct Datagram {
     pub bytes: Vec<u8>,
 }
 
-/// Splits a recording ([`MemNetwork::record`]) into its `begin` and its
-/// records; says which record, at which byte, is broken.
-pub fn parse_recording(mut bytes: &[u8]) -> Result<(rec::Begin, Vec<rec::Record>), String> {
-    let total = bytes.len();
-    let mut records = Vec::new();
-    while !bytes.is_empty() {
-        let at = total - bytes.len();
-        let record = rec::Record::decode_length_delimited(&mut bytes).map_err(|error| {
-            format!(
-                "record {} at byte {at} is not an exchange.v1.record.Record: {error}",
-                records.len() + 1
-            )
-        })?;
-        records.push(record);
-    }
-    let mut records = records.into_iter();
-    match records.next().and_then(|first| first.kind) {
-        Some(Input::Begin(begin)) if begin.version == 1 => Ok((begin, records.collect())),
-        Some(Input::Begin(begin)) => Err(format!(
-            "recording format version {}; this exchange reads version 1",
-            begin.version
-        )),
-        _ => Err("not a recording: it does not start with a `begin` record".into()),
-    }
-}
-
 /// Nodes and the frames between them.
 #[derive(Debug)]
 pub struct MemNetwork {
@@ -131,9 +103,9 @@ pub struct MemNetwork {
     seq: u64,
     stats: NetStats,
     events: VecDeque<(NodeId, Event)>,
-    /// Every input each node takes, encoded, while recording (see
+    /// Every input each node takes, while recording (see
     /// [`MemNetwork::record`]).
-    recording: Option<Vec<u8>>,
+    recording: Option<Recorder>,
     /// While replaying: whether the routes were set up yet.
     routed: bool,
     /// Routes come from the driver ([`MemNetwork::change_route`]), as
@@ -142,37 +114,6 @@ pub struct MemNetwork {
     datagrams: BinaryHeap<Reverse<Datagram>>,
     /// Cut links, each as (lower id, higher id), with how many cuts hold it.
     cuts: BTreeMap<(NodeId, NodeId), u32>,
-}
-
-/// What a node emitted in one drain: how many outputs, and a hash of them that
-/// does not depend on their order.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Digest {
-    outputs: u32,
-    sum: u64,
-}
-
-impl Digest {
-    fn add(&mut self, output: &Output) {
-        let mut hasher = FxHasher::default();
-        match output {
-            Output::Transmit(transmit) => {
-                hasher.write_u64(transmit.to.0);
-                hasher.write(&transmit.header);
-                hasher.write(&transmit.payload);
-            }
-            Output::Event(Event::Interest { name, subscribed }) => {
-                hasher.write(name.as_bytes());
-                hasher.write_u8(u8::from(*subscribed));
-            }
-            Output::Event(Event::Restarted { component, .. } | Event::Failed { component }) => {
-                hasher.write_u32(component.0);
-            }
-            Output::Event(Event::Traced(_)) => {}
-        }
-        self.outputs += 1;
-        self.sum = self.sum.wrapping_add(hasher.finish());
-    }
 }
 
 impl MemNetwork {
@@ -235,21 +176,13 @@ impl MemNetwork {
             .iter()
             .map(|node| node.name().to_owned())
             .collect();
-        let mut buf = Vec::new();
-        let begin = rec::Record {
-            node: 0,
-            at_us: 0,
-            kind: Some(Input::Begin(rec::Begin {
-                version: 1,
-                seed,
-                nodes,
-                discovery: self.discovery,
-            })),
-        };
-        begin
-            .encode_length_delimited(&mut buf)
-            .expect("a Vec grows as needed");
-        self.recording = Some(buf);
+        self.recording = Some(Recorder::new(rec::Begin {
+            version: 1,
+            seed,
+            nodes,
+            discovery: self.discovery,
+            ..rec::Begin::default()
+        }));
     }
 
     /// The recording so far (length-delimited `exchange.v1.record.Record`s),
@@ -257,20 +190,13 @@ impl MemNetwork {
     pub fn take_recording(&mut self) -> Vec<u8> {
         self.recording
             .as_mut()
-            .map(std::mem::take)
+            .map(Recorder::take)
             .unwrap_or_default()
     }
 
     fn note(&mut self, node: NodeId, at: Time, input: impl FnOnce() -> Input) {
-        if let Some(buf) = self.recording.as_mut() {
-            let record = rec::Record {
-                node: node.0,
-                at_us: at.as_micros(),
-                kind: Some(input()),
-            };
-            record
-                .encode_length_delimited(buf)
-                .expect("a Vec grows as needed");
+        if let Some(recording) = self.recording.as_mut() {
+            recording.input(node, at, input);
         }
     }
 
@@ -293,81 +219,27 @@ impl MemNetwork {
         }
     }
 
-    /// Feeds one recorded input to its node, as [`MemNetwork::record`] wrote it;
-    /// a `drained` record is checked against what the node emitted this time.
-    /// Nothing is carried between nodes: every frame a node took is itself an
-    /// input in the recording. Fails on a record that does not fit these nodes,
-    /// or when a node emitted something else than when recorded.
+    /// Feeds one recorded input to its node, as [`MemNetwork::record`] wrote it
+    /// (see [`crate::record::feed`]); before the first `start`, the routes to
+    /// every node's names are set up, unless they came from discovery (then
+    /// they are in the recording). Nothing is carried between nodes: every
+    /// frame a node took is itself an input in the recording. Fails on a
+    /// record that does not fit these nodes, or when a node emitted something
+    /// else than when recorded.
     pub fn replay(&mut self, record: rec::Record) -> Result<(), String> {
         let node = NodeId(record.node);
-        let at = Time::from_micros(record.at_us);
-        let input = record.kind.ok_or("a record with no input")?;
-        if let Input::Begin(_) = input {
-            return Err("a second `begin` record".into());
-        }
         let index = *self
             .index
             .get(&node)
             .ok_or_else(|| format!("a record for {node}, which is not one of the nodes"))?;
-        let target = &mut self.nodes[index];
-        match input {
-            Input::Begin(_) => {}
-            Input::Start(_) => {
-                if !self.routed && !self.discovery {
-                    self.routed = true;
-                    self.route_all();
-                }
-                self.nodes[index].start(at);
-            }
-            Input::Frame(frame) => {
-                target.handle_frame(at, NodeId(frame.from), &frame.header, frame.payload.into());
-            }
-            Input::Timeout(_) => target.handle_timeout(at),
-            Input::Run(_) => {
-                target.run(at, &mut crate::NoStopwatch);
-            }
-            Input::TransmitFailed(failed) => {
-                let transmit = Transmit {
-                    to: NodeId(failed.to),
-                    header: failed.header.into(),
-                    payload: failed.payload.into(),
-                };
-                let error = if failed.would_block {
-                    TransmitError::WouldBlock
-                } else {
-                    TransmitError::Unreachable
-                };
-                target.handle_transmit_error(at, transmit, error);
-            }
-            Input::Interest(interest) => {
-                crate::ids::validate_name(&interest.name)
-                    .map_err(|error| format!("interest in {:?}: {error}", interest.name))?;
-                target.router_mut().set_remote_subscriber(
-                    &interest.name,
-                    NodeId(interest.from),
-                    interest.subscribed,
-                );
-            }
-            Input::Route(route) => target.change_route(at, &route_change(route)?),
-            Input::Quiesce(_) => target.quiesce(at),
-            Input::Shutdown(_) => {
-                target.shutdown(at);
-                while target.poll_output().is_some() {}
-            }
-            Input::Drained(recorded) => {
-                let mut digest = Digest::default();
-                while let Some(output) = target.poll_output() {
-                    digest.add(&output);
-                }
-                if (digest.outputs, digest.sum) != (recorded.outputs, recorded.digest) {
-                    return Err(format!(
-                        "{node} emitted {} outputs (digest {:016x}) at {at}; when recorded, {} (digest {:016x})",
-                        digest.outputs, digest.sum, recorded.outputs, recorded.digest
-                    ));
-                }
-            }
+        if let Some(Input::Start(_)) = record.kind
+            && !self.routed
+            && !self.discovery
+        {
+            self.routed = true;
+            self.route_all();
         }
-        Ok(())
+        crate::record::feed(&mut self.nodes[index], record)
     }
 
     /// Adds a node (before [`MemNetwork::start`]).
@@ -446,10 +318,9 @@ impl MemNetwork {
 
     fn drain_outputs(&mut self, now: Time, index: usize) {
         let from = self.nodes[index].id();
-        let mut digest = Digest::default();
         while let Some(output) = self.nodes[index].poll_output() {
-            if self.recording.is_some() {
-                digest.add(&output);
+            if let Some(recording) = self.recording.as_mut() {
+                recording.output(&output);
             }
             match output {
                 Output::Transmit(transmit) => {
@@ -487,13 +358,8 @@ impl MemNetwork {
                 Output::Event(event) => self.events.push_back((from, event)),
             }
         }
-        if digest.outputs > 0 {
-            self.note(from, now, || {
-                Input::Drained(rec::Drained {
-                    outputs: digest.outputs,
-                    digest: digest.sum,
-                })
-            });
+        if let Some(recording) = self.recording.as_mut() {
+            recording.drained(from, now);
         }
     }
 
@@ -586,7 +452,9 @@ impl MemNetwork {
         let Some(&index) = self.index.get(&node) else {
             return;
         };
-        self.note(node, now, || Input::Route(route_record(change)));
+        self.note(node, now, || {
+            Input::Route(crate::record::route_record(change))
+        });
         self.nodes[index].change_route(now, change);
         self.drain_outputs(now, index);
     }
@@ -637,81 +505,4 @@ impl MemNetwork {
         }
         undelivered
     }
-}
-
-fn route_record(change: &RouteChange) -> rec::Route {
-    use rec::route::Change;
-    let named = |name: &str, on: bool| rec::Named {
-        name: name.to_owned(),
-        on,
-    };
-    let (about, change) = match change {
-        RouteChange::Handler {
-            name,
-            node,
-            handles,
-        } => (node, Change::Handler(named(name, *handles))),
-        RouteChange::Subscriber {
-            name,
-            node,
-            subscribed,
-        } => (node, Change::Subscriber(named(name, *subscribed))),
-        RouteChange::Info { node, info } => (
-            node,
-            Change::Info(rec::NodeInfo {
-                locality: match info.locality {
-                    Locality::Host => 0,
-                    Locality::Network => 1,
-                    Locality::Remote => 2,
-                },
-                load: info.load,
-            }),
-        ),
-        RouteChange::Gone { node } => (node, Change::Gone(rec::Empty {})),
-    };
-    rec::Route {
-        about: about.0,
-        change: Some(change),
-    }
-}
-
-/// A recorded route change, checked: names must be valid, localities known.
-fn route_change(route: rec::Route) -> Result<RouteChange, String> {
-    use rec::route::Change;
-    let node = NodeId(route.about);
-    let name = |named: &rec::Named| {
-        crate::ids::validate_name(&named.name)
-            .map_err(|error| format!("a route for {:?}: {error}", named.name))
-    };
-    Ok(match route.change.ok_or("a route record with no change")? {
-        Change::Handler(named) => {
-            name(&named)?;
-            RouteChange::Handler {
-                name: named.name,
-                node,
-                handles: named.on,
-            }
-        }
-        Change::Subscriber(named) => {
-            name(&named)?;
-            RouteChange::Subscriber {
-                name: named.name,
-                node,
-                subscribed: named.on,
-            }
-        }
-        Change::Info(info) => RouteChange::Info {
-            node,
-            info: NodeInfo {
-                locality: match info.locality {
-                    0 => Locality::Host,
-                    1 => Locality::Network,
-                    2 => Locality::Remote,
-                    other => return Err(format!("a route with locality {other} (0 to 2)")),
-                },
-                load: info.load,
-            },
-        },
-        Change::Gone(_) => RouteChange::Gone { node },
-    })
 }
