@@ -76,6 +76,10 @@ struct RunArgs {
     /// The container's config (TOML) with `[run]`, `[[component]]` and `[[peer]]`.
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
+    /// Record every input the container's node takes to this file, for
+    /// `exchange sim --replay FILE --config` (the same config).
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -172,7 +176,11 @@ fn run_sim(args: SimArgs, registry: &Registry) -> i32 {
         Err(code) => return code,
     };
     if let Some(path) = &args.replay {
-        return crate::sim::replay(&app, registry, path);
+        let origin = args
+            .config
+            .clone()
+            .map_or(config::Origin::Builtin, config::Origin::File);
+        return crate::sim::replay(&app, &origin, registry, path);
     }
     let seeds = args.seeds.unwrap_or_else(|| {
         let seed = args.seed.unwrap_or(app.seed);
@@ -248,7 +256,7 @@ fn run_container(args: RunArgs, registry: &Registry) -> i32 {
         Ok(stop) => stop,
         Err(code) => return code,
     };
-    match crate::run::run(&app, &origin, registry, &stop) {
+    match crate::run::run(&app, &origin, registry, args.record.as_deref(), &stop) {
         Ok(summary) => {
             print!("{}", crate::status::render(&summary.status));
             0

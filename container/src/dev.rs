@@ -16,6 +16,7 @@ use exchange_runtime::{Address, Event, Node, NodeId, Time, TraceRecord};
 
 use crate::clock::{Clock, RealStopwatch};
 use crate::config::{AppConfig, Routes};
+use crate::record_file::RecordFile;
 use crate::registry::Registry;
 use crate::report::Report;
 
@@ -176,42 +177,6 @@ impl CutSchedule {
     }
 }
 
-/// Appends a network's recording to a file as the run goes.
-struct RecordFile {
-    path: std::path::PathBuf,
-    file: std::io::BufWriter<std::fs::File>,
-}
-
-impl RecordFile {
-    fn create(path: &std::path::Path) -> Result<RecordFile, String> {
-        let file = std::fs::File::create(path)
-            .map_err(|error| format!("cannot create the recording {}: {error}", path.display()))?;
-        Ok(RecordFile {
-            path: path.to_owned(),
-            file: std::io::BufWriter::new(file),
-        })
-    }
-
-    fn append(&mut self, net: &mut MemNetwork) -> Result<(), String> {
-        self.file.write_all(&net.take_recording()).map_err(|error| {
-            format!(
-                "cannot write the recording {}: {error}",
-                self.path.display()
-            )
-        })
-    }
-
-    fn finish(mut self, net: &mut MemNetwork) -> Result<(), String> {
-        self.append(net)?;
-        self.file.flush().map_err(|error| {
-            format!(
-                "cannot write the recording {}: {error}",
-                self.path.display()
-            )
-        })
-    }
-}
-
 /// Builds one node per component, in config order (`n1`, `n2`, …).
 pub fn build_network(
     app: &AppConfig,
@@ -271,7 +236,7 @@ pub fn run(
         }
         world.turn(now, &status);
         if let Some(record) = record.as_mut() {
-            record.append(&mut world.net)?;
+            record.append(&world.net.take_recording())?;
         }
         status.maybe_print(now, &world.net);
         let wake = [world.wake(), end, Some(status.next)]
@@ -295,7 +260,7 @@ pub fn run(
     } = world;
     let in_flight_at_stop = net.shutdown(clock.now());
     if let Some(record) = record {
-        record.finish(&mut net)?;
+        record.finish(&net.take_recording())?;
     }
     status.finish();
 

@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 
 use exchange_discovery::{Event, Membership, Refusal, Settings, routes};
 use exchange_idl::exchange::v1::control;
-use exchange_runtime::{Node, Time, Transmit, TransmitError};
+use exchange_runtime::{Node, RouteChange, Time, Transmit, TransmitError};
 
 use crate::config::Discovery as Resolved;
 use crate::transport::ZmqTransport;
@@ -160,14 +160,14 @@ impl Discovery {
         }
     }
 
-    /// Applies membership events: routes in the node, connections in the
-    /// transport. Returns what the transport gave up on (held for a member that
-    /// went down), for the node to bounce.
+    /// Applies membership events: connections in the transport, and the
+    /// route changes each makes, handed to `change_route` for the node.
+    /// Returns what the transport gave up on (held for a member that went
+    /// down), for the node to bounce.
     pub fn apply(
         &mut self,
-        node: &mut Node,
         transport: &mut ZmqTransport,
-        now: Time,
+        mut change_route: impl FnMut(&RouteChange),
     ) -> Vec<(Transmit, TransmitError)> {
         let mut failed = Vec::new();
         while let Some(event) = self.membership.poll_event() {
@@ -190,7 +190,9 @@ impl Discovery {
                     failed.extend(transport.disconnect(member.node()));
                 }
             }
-            routes::apply(node, now, self.membership.local(), &event);
+            routes::changes(self.membership.local(), &event, |change| {
+                change_route(&change);
+            });
         }
         failed
     }

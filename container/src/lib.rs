@@ -22,6 +22,7 @@ pub mod clock;
 pub mod config;
 pub mod dev;
 pub mod discovery;
+pub mod record_file;
 pub mod registry;
 pub mod report;
 pub mod run;

@@ -7,13 +7,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
 use exchange_idl::exchange::v1::control;
-use exchange_runtime::{Event, Node, NodeId, Output, Time, Transmit, TransmitError};
+use exchange_idl::exchange::v1::record::{self as rec, record::Kind as Input};
+use exchange_runtime::record::Recorder;
+use exchange_runtime::{
+    Event, Node, NodeId, Output, RouteChange, Time, Transmit, TransmitError, record,
+};
 use prost::Message as _;
 
 use crate::clock::{Clock, RealStopwatch};
 use crate::config::{AppConfig, Origin, RunConfig};
 use crate::discovery::Discovery;
+use crate::record_file::RecordFile;
 use crate::registry::Registry;
 use crate::transport::{Received, SocketOptions, ZmqTransport};
 
@@ -74,6 +80,7 @@ pub fn run(
     app: &AppConfig,
     origin: &Origin,
     registry: &Registry,
+    record: Option<&std::path::Path>,
     stop: &Arc<AtomicBool>,
 ) -> Result<RunSummary, String> {
     let run = app.check_run(origin).map_err(|error| error.to_string())?;
@@ -84,7 +91,22 @@ pub fn run(
         .transpose()
         .map_err(|error| error.to_string())?;
     let life = life();
-    let mut node = build_node(app, run, registry, life)?;
+    let node = build_node(app, run, registry, life)?;
+    let recording = match record {
+        Some(path) => {
+            let begin = rec::Begin {
+                version: 1,
+                seed: app.seed,
+                nodes: app.components.iter().map(|c| c.name.clone()).collect(),
+                discovery: resolved.is_some(),
+                container: true,
+                life,
+            };
+            Some((Recorder::new(begin), RecordFile::create(path)?))
+        }
+        None => None,
+    };
+    let mut node = Host { node, recording };
     let options = SocketOptions {
         linger: run.linger,
         send_hwm: run.send_hwm,
@@ -119,7 +141,8 @@ pub fn run(
         let control_endpoint = transport
             .control_endpoint()
             .unwrap_or_else(|| run.control.clone());
-        let mut joined = Discovery::bind(resolved, &node, life, &app_endpoint, &control_endpoint)?;
+        let mut joined =
+            Discovery::bind(resolved, &node.node, life, &app_endpoint, &control_endpoint)?;
         transport
             .watch(joined.fd())
             .map_err(|error| format!("cannot wait on discovery's socket: {error}"))?;
@@ -145,7 +168,7 @@ pub fn run(
                 discovery.leave(clock.now());
             }
         }
-        if drain_end.is_some_and(|end| node.is_quiet() || clock.now() >= end) {
+        if drain_end.is_some_and(|end| node.node.is_quiet() || clock.now() >= end) {
             break;
         }
         unread = turn(
@@ -167,7 +190,10 @@ pub fn run(
     node.shutdown(now);
     flush(&mut node, &mut transport, &mut discovery, now);
     feed_back(&mut node, transport.fail_held(), now);
-    let status = status(&node, discovery.as_ref(), clock.now());
+    let status = status(&node.node, discovery.as_ref(), clock.now());
+    if let Some((mut recorder, file)) = node.recording {
+        file.finish(&recorder.take())?;
+    }
     // Dropping the transport closes the sockets with the configured linger.
     drop(transport);
     Ok(RunSummary { status })
@@ -191,7 +217,7 @@ struct Unread {
 /// on the senders. While something is left unread, or a deadline is due, the
 /// loop looks at the sockets without waiting.
 fn turn(
-    node: &mut Node,
+    node: &mut Host,
     transport: &mut ZmqTransport,
     discovery: &mut Option<Discovery>,
     clock: &Clock,
@@ -201,7 +227,7 @@ fn turn(
 ) -> Result<Unread, String> {
     let now = clock.now();
     let deadline = [
-        node.poll_timeout(),
+        node.node.poll_timeout(),
         discovery.as_ref().and_then(Discovery::poll_timeout),
     ]
     .into_iter()
@@ -231,15 +257,15 @@ fn turn(
             datagrams = discovery.read(now);
         }
         discovery.handle_timeout(now);
-        let failed = discovery.apply(node, transport, now);
+        let failed = discovery.apply(transport, |change| node.change_route(now, change));
         feed_back(node, failed, now);
-        discovery.set_load(now, node.queued());
+        discovery.set_load(now, node.node.queued());
         discovery.send();
     }
     let mut app = false;
     if ready.app || unread.app {
         app = true;
-        for _ in 0..node.intake_room().min(read_max) {
+        for _ in 0..node.node.intake_room().min(read_max) {
             match transport.recv_app() {
                 None => {
                     app = false;
@@ -259,13 +285,18 @@ fn turn(
         feed_back(node, transport.retry_held(instant), now);
         transport.close_retired(instant);
     }
-    if node.poll_timeout().is_some_and(|deadline| deadline <= now) {
+    if node
+        .node
+        .poll_timeout()
+        .is_some_and(|deadline| deadline <= now)
+    {
         node.handle_timeout(now);
     }
     node.run(now, stopwatch);
     flush(node, transport, discovery, now);
+    node.write_recording()?;
     let control = (ready.control || unread.control)
-        && serve_control(node, transport, discovery.as_ref(), now);
+        && serve_control(&node.node, transport, discovery.as_ref(), now);
     Ok(Unread {
         app,
         control,
@@ -275,7 +306,7 @@ fn turn(
 
 /// Transmissions the transport gave up on go back to the node, which bounces or
 /// counts each.
-fn feed_back(node: &mut Node, failed: Vec<(Transmit, TransmitError)>, now: Time) {
+fn feed_back(node: &mut Host, failed: Vec<(Transmit, TransmitError)>, now: Time) {
     for (transmit, error) in failed {
         node.handle_transmit_error(now, transmit, error);
     }
@@ -284,7 +315,7 @@ fn feed_back(node: &mut Node, failed: Vec<(Transmit, TransmitError)>, now: Time)
 /// Sends what the node emitted; failures go back in as inputs. Changes in the
 /// node's subscriptions go to discovery, which advertises them.
 fn flush(
-    node: &mut Node,
+    node: &mut Host,
     transport: &mut ZmqTransport,
     discovery: &mut Option<Discovery>,
     now: Time,
@@ -303,7 +334,7 @@ fn flush(
                         discovery.note_interest(now, name.as_str(), subscribed);
                     }
                 }
-                Output::Event(event) => crate::report::log_event(node.id(), &event),
+                Output::Event(event) => crate::report::log_event(node.node.id(), &event),
             }
         }
         // A failure may bounce to another node: send until nothing is left.
@@ -313,8 +344,108 @@ fn flush(
         }
         feed_back(node, failed, now);
     }
+    node.drained(now);
     if let Some(discovery) = discovery {
         discovery.send();
+    }
+}
+
+/// The container's node, and with `--record` its recorder: every input the
+/// node takes goes through here and is recorded (`exchange sim --replay`
+/// feeds them to a fresh node built from the same config).
+struct Host {
+    node: Node,
+    recording: Option<(Recorder, RecordFile)>,
+}
+
+impl Host {
+    fn note(&mut self, now: Time, input: impl FnOnce() -> Input) {
+        if let Some((recorder, _)) = self.recording.as_mut() {
+            recorder.input(self.node.id(), now, input);
+        }
+    }
+
+    fn start(&mut self, now: Time) {
+        self.note(now, || Input::Start(rec::Empty {}));
+        self.node.start(now);
+    }
+
+    fn handle_frame(&mut self, now: Time, from: NodeId, header: &[u8], payload: Bytes) {
+        self.note(now, || {
+            Input::Frame(rec::Frame {
+                from: from.0,
+                header: header.to_vec(),
+                payload: payload.to_vec(),
+            })
+        });
+        self.node.handle_frame(now, from, header, payload);
+    }
+
+    fn handle_undecodable(&mut self, now: Time) {
+        self.note(now, || Input::Undecodable(rec::Empty {}));
+        self.node.handle_undecodable(now);
+    }
+
+    fn handle_timeout(&mut self, now: Time) {
+        self.note(now, || Input::Timeout(rec::Empty {}));
+        self.node.handle_timeout(now);
+    }
+
+    fn run(&mut self, now: Time, stopwatch: &mut RealStopwatch) {
+        // A turn with nothing queued changes nothing: not worth a record.
+        if !self.node.is_quiet() {
+            self.note(now, || Input::Run(rec::Empty {}));
+        }
+        self.node.run(now, stopwatch);
+    }
+
+    fn handle_transmit_error(&mut self, now: Time, transmit: Transmit, error: TransmitError) {
+        self.note(now, || {
+            Input::TransmitFailed(rec::TransmitFailed {
+                to: transmit.to.0,
+                header: transmit.header.to_vec(),
+                payload: transmit.payload.to_vec(),
+                would_block: error == TransmitError::WouldBlock,
+            })
+        });
+        self.node.handle_transmit_error(now, transmit, error);
+    }
+
+    fn change_route(&mut self, now: Time, change: &RouteChange) {
+        self.note(now, || Input::Route(record::route_record(change)));
+        self.node.change_route(now, change);
+    }
+
+    fn drain(&mut self, now: Time) {
+        self.note(now, || Input::Drain(rec::Empty {}));
+        self.node.drain(now);
+    }
+
+    fn shutdown(&mut self, now: Time) {
+        self.note(now, || Input::Shutdown(rec::Empty {}));
+        self.node.shutdown(now);
+    }
+
+    fn poll_output(&mut self) -> Option<Output> {
+        let output = self.node.poll_output()?;
+        if let Some((recorder, _)) = self.recording.as_mut() {
+            recorder.output(&output);
+        }
+        Some(output)
+    }
+
+    /// The outputs were polled until none was left.
+    fn drained(&mut self, now: Time) {
+        if let Some((recorder, _)) = self.recording.as_mut() {
+            recorder.drained(self.node.id(), now);
+        }
+    }
+
+    fn write_recording(&mut self) -> Result<(), String> {
+        match self.recording.as_mut() {
+            Some((recorder, file)) => file.append(&recorder.take()),
+            None => Ok(()),
+        }
     }
 }
 

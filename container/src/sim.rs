@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use exchange_runtime::{Node, NodeId};
+use exchange_runtime::{Node, NodeId, Time};
 use exchange_sim::{Faults, Life, SimOptions, SimReport};
 
 use crate::config::{AppConfig, ComponentConfig, Routes};
@@ -289,9 +289,16 @@ pub fn parse_seeds(text: &str) -> Result<(u64, u64), String> {
     }
 }
 
-/// `exchange sim --replay FILE`: feeds a recording to fresh nodes of `app`;
-/// returns the exit code (0 the same run again, 1 diverged, 2 unusable input).
-pub fn replay(app: &AppConfig, registry: &Registry, path: &std::path::Path) -> i32 {
+/// `exchange sim --replay FILE`: feeds a recording to fresh nodes of `app`
+/// (`origin`'s): one node per component for `exchange dev`'s, the container's
+/// node for `exchange run`'s. Returns the exit code (0 the same run again, 1
+/// diverged, 2 unusable input).
+pub fn replay(
+    app: &AppConfig,
+    origin: &crate::config::Origin,
+    registry: &Registry,
+    path: &std::path::Path,
+) -> i32 {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(error) => {
@@ -302,13 +309,21 @@ pub fn replay(app: &AppConfig, registry: &Registry, path: &std::path::Path) -> i
             return 2;
         }
     };
-    let (begin, records) = match exchange_runtime::mem::parse_recording(&bytes) {
+    let recording = match exchange_runtime::record::parse_recording(&bytes) {
         Ok(parsed) => parsed,
         Err(error) => {
             eprintln!("exchange: {}: {error}", path.display());
             return 2;
         }
     };
+    if recording.cut_short > 0 {
+        eprintln!(
+            "exchange: {} ends with a record cut short ({} bytes; was its process killed?): replaying the whole ones",
+            path.display(),
+            recording.cut_short
+        );
+    }
+    let begin = &recording.begin;
     let names: Vec<&str> = app.components.iter().map(|c| c.name.as_str()).collect();
     if begin.nodes != names {
         eprintln!(
@@ -320,35 +335,83 @@ pub fn replay(app: &AppConfig, registry: &Registry, path: &std::path::Path) -> i
     }
     let mut app = app.clone();
     app.seed = begin.seed;
-    let mut net = match crate::dev::build_network(&app, registry, Default::default()) {
-        Ok(net) => net,
-        Err(error) => {
-            eprintln!("exchange: {error}");
-            return 2;
-        }
-    };
-    if begin.discovery {
-        net.route_by_discovery();
-    }
     let started = Instant::now();
+    let records = &recording.records;
     let (first, last) = (
         records.first().map_or(0, |r| r.at_us),
         records.last().map_or(0, |r| r.at_us),
     );
-    let count = records.len();
-    for (i, record) in records.into_iter().enumerate() {
-        if let Err(error) = net.replay(record) {
-            println!("replay diverged at record {} of {count}: {error}", i + 2);
-            return 1;
-        }
-    }
     let recorded = Duration::from_micros(last.saturating_sub(first));
-    let report =
-        crate::report::Report::collect(&net, recorded.as_secs_f64(), begin.seed, 0, String::new());
-    print!("{}", report.render());
+    let count = records.len();
+    let diverged = |i: usize, error: String| {
+        println!("replay diverged at record {} of {count}: {error}", i + 2);
+        1
+    };
+    let replayed = if begin.container {
+        let run = match app.check_run(origin) {
+            Ok(run) => run,
+            Err(error) => {
+                eprintln!(
+                    "exchange: {} was recorded by an `exchange run` container: {error}",
+                    path.display()
+                );
+                return 2;
+            }
+        };
+        let mut node = match crate::run::build_node(&app, run, registry, begin.life) {
+            Ok(node) => node,
+            Err(error) => {
+                eprintln!("exchange: {error}");
+                return 2;
+            }
+        };
+        for (i, record) in recording.records.into_iter().enumerate() {
+            if record.node != run.node_id {
+                eprintln!(
+                    "exchange: {} was recorded by node {}; this config's [run] node_id is {}",
+                    path.display(),
+                    record.node,
+                    run.node_id
+                );
+                return 2;
+            }
+            if let Err(error) = exchange_runtime::record::feed(&mut node, record) {
+                return diverged(i, error);
+            }
+        }
+        print!(
+            "{}",
+            crate::status::render(&node.status(Time::from_micros(last)))
+        );
+        format!("the container's node n{}", run.node_id)
+    } else {
+        let mut net = match crate::dev::build_network(&app, registry, Default::default()) {
+            Ok(net) => net,
+            Err(error) => {
+                eprintln!("exchange: {error}");
+                return 2;
+            }
+        };
+        if begin.discovery {
+            net.route_by_discovery();
+        }
+        for (i, record) in recording.records.into_iter().enumerate() {
+            if let Err(error) = net.replay(record) {
+                return diverged(i, error);
+            }
+        }
+        let report = crate::report::Report::collect(
+            &net,
+            recorded.as_secs_f64(),
+            begin.seed,
+            0,
+            String::new(),
+        );
+        print!("{}", report.render());
+        format!("{} nodes", names.len())
+    };
     println!(
-        "replayed {count} inputs to {} nodes ({:.1} s of recorded time) in {:.2} s: every node emitted what it emitted when recorded",
-        names.len(),
+        "replayed {count} inputs to {replayed} ({:.1} s of recorded time) in {:.2} s: every node emitted what it emitted when recorded",
         recorded.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );

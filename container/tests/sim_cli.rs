@@ -180,11 +180,31 @@ fn a_recorded_dev_run_replays_exactly_and_a_different_app_is_told_apart() {
 
     // Not a recording at all.
     let junk = dir.path().join("junk");
+    std::fs::write(&junk, b"\x03\xff\xff\xff").unwrap();
+    let out = run(&["sim", "--replay", junk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("record 1 at byte 0 is not an exchange.v1.record.Record"),
+        "{}",
+        text(&out.stderr)
+    );
     std::fs::write(&junk, b"\xff\xff\xff\xff\xff").unwrap();
     let out = run(&["sim", "--replay", junk.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("record 1 at byte 0"),
+        text(&out.stderr).contains("does not start with a `begin` record"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // A recording cut short (its process killed mid-write) replays what is whole.
+    let whole = std::fs::read(recording).unwrap();
+    std::fs::write(&junk, &whole[..whole.len() - 3]).unwrap();
+    let out = run(&["sim", "--replay", junk.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("ends with a record cut short"),
         "{}",
         text(&out.stderr)
     );

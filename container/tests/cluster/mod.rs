@@ -229,9 +229,16 @@ impl Cluster {
     /// Starts `member` with `extra` config and environment variables (such as
     /// `EXCHANGE__RUN__…` overrides).
     pub fn start_with_env(&mut self, member: Member, extra: &str, env: &[(&str, &str)]) {
+        self.start_with(member, extra, env, &[]);
+    }
+
+    /// Starts `member` with `extra` config, environment variables and more
+    /// arguments to `exchange run`.
+    pub fn start_with(&mut self, member: Member, extra: &str, env: &[(&str, &str)], args: &[&str]) {
         let config = self.config(member, extra);
         let child = Command::new(env!("CARGO_BIN_EXE_exchange"))
             .args(["run", "--config", config.to_str().expect("utf-8 path")])
+            .args(args)
             .env_remove("EXCHANGE_LOG")
             .envs(env.iter().copied())
             .stdin(Stdio::null())

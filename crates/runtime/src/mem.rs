@@ -17,7 +17,6 @@ use rand_chacha::ChaCha8Rng;
 use crate::ids::NodeId;
 use crate::node::{Event, Node, Output};
 use crate::record::Recorder;
-pub use crate::record::parse_recording;
 use crate::router::RouteChange;
 use crate::time::{Stopwatch, Time};
 use crate::transport::{Transmit, TransmitError};

@@ -112,13 +112,40 @@ impl Digest {
     }
 }
 
-/// Splits a recording (see [`Recorder`]) into its `begin` and its
-/// records; says which record, at which byte, is broken.
-pub fn parse_recording(mut bytes: &[u8]) -> Result<(rec::Begin, Vec<rec::Record>), String> {
+/// A recording read back by [`parse_recording`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recording {
+    /// The first record's.
+    pub begin: rec::Begin,
+    /// The rest, in order.
+    pub records: Vec<rec::Record>,
+    /// Bytes at the end that are the start of a record cut short (the
+    /// recording process was killed while writing): left out.
+    pub cut_short: usize,
+}
+
+/// Splits a recording (see [`Recorder`]) into its `begin` and its records;
+/// says which record, at which byte, is broken. A last record cut short is
+/// left out (and counted in [`Recording::cut_short`]).
+pub fn parse_recording(mut bytes: &[u8]) -> Result<Recording, String> {
     let total = bytes.len();
     let mut records = Vec::new();
+    let mut cut_short = 0;
     while !bytes.is_empty() {
         let at = total - bytes.len();
+        let mut rest = bytes;
+        match prost::decode_length_delimiter(&mut rest) {
+            Ok(length) if length > rest.len() => {
+                cut_short = bytes.len();
+                break;
+            }
+            // A length itself cut short (a varint is at most 10 bytes).
+            Err(_) if bytes.len() < 10 => {
+                cut_short = bytes.len();
+                break;
+            }
+            _ => {}
+        }
         let record = rec::Record::decode_length_delimited(&mut bytes).map_err(|error| {
             format!(
                 "record {} at byte {at} is not an exchange.v1.record.Record: {error}",
@@ -129,7 +156,11 @@ pub fn parse_recording(mut bytes: &[u8]) -> Result<(rec::Begin, Vec<rec::Record>
     }
     let mut records = records.into_iter();
     match records.next().and_then(|first| first.kind) {
-        Some(Input::Begin(begin)) if begin.version == 1 => Ok((begin, records.collect())),
+        Some(Input::Begin(begin)) if begin.version == 1 => Ok(Recording {
+            begin,
+            records: records.collect(),
+            cut_short,
+        }),
         Some(Input::Begin(begin)) => Err(format!(
             "recording format version {}; this exchange reads version 1",
             begin.version

@@ -10,7 +10,8 @@ mod support;
 use std::time::Duration;
 
 use exchange_idl::exchange::v1::record::{self as rec, record::Kind as Input};
-use exchange_runtime::mem::{LinkModel, MemNetwork, parse_recording};
+use exchange_runtime::mem::{LinkModel, MemNetwork};
+use exchange_runtime::record::parse_recording;
 use exchange_runtime::{
     ComponentLimits, Event, Kind, Locality, NoStopwatch, Node, NodeConfig, NodeId, NodeInfo,
     RouteChange, Time,
@@ -132,7 +133,9 @@ fn a_request_waits_for_the_route_the_driver_gives_and_the_recording_replays() {
     net.shutdown(now);
 
     let bytes = net.take_recording();
-    let (begin, records) = parse_recording(&bytes).unwrap();
+    let recording = parse_recording(&bytes).unwrap();
+    assert_eq!(recording.cut_short, 0);
+    let (begin, records) = (recording.begin, recording.records);
     assert!(
         begin.discovery,
         "the recording says routes came from the driver"
