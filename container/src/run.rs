@@ -393,7 +393,7 @@ impl Host {
 
     fn run(&mut self, now: Time, stopwatch: &mut RealStopwatch) {
         // A turn with nothing queued changes nothing: not worth a record.
-        if !self.node.is_quiet() {
+        if self.recording.is_some() && !self.node.is_quiet() {
             self.note(now, || Input::Run(rec::Empty {}));
         }
         self.node.run(now, stopwatch);
