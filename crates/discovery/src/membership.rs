@@ -1221,6 +1221,14 @@ mod tests {
         SocketAddr::from(([10, 0, 0, 1 + i as u8], 7946))
     }
 
+    /// The member behind [`addr`].
+    fn index(addr: SocketAddr) -> usize {
+        match addr {
+            SocketAddr::V4(v4) => usize::from(v4.ip().octets()[3]) - 1,
+            SocketAddr::V6(_) => usize::MAX,
+        }
+    }
+
     fn settings(i: usize) -> Settings {
         let mut settings = Settings::new(
             NodeId(100 + i as u64),
@@ -1292,26 +1300,7 @@ mod tests {
                     self.in_flight.drain(..).partition(|d| d.0 <= next);
                 self.in_flight = later;
                 for (_, from, to, bytes) in due {
-                    let i = usize::from(
-                        to.ip()
-                            .to_string()
-                            .rsplit('.')
-                            .next()
-                            .unwrap()
-                            .parse::<u8>()
-                            .unwrap()
-                            - 1,
-                    );
-                    let from_index = usize::from(
-                        from.ip()
-                            .to_string()
-                            .rsplit('.')
-                            .next()
-                            .unwrap()
-                            .parse::<u8>()
-                            .unwrap()
-                            - 1,
-                    );
+                    let (i, from_index) = (index(to), index(from));
                     let cut = self.isolated.is_some_and(|x| (x == i) != (x == from_index));
                     if i < self.members.len() && !self.down[i] && !cut {
                         self.members[i].handle_datagram(next, from, &bytes);

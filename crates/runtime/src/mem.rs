@@ -1,7 +1,10 @@
 //! The in-memory network: many nodes in one process, frames carried between them
-//! with modelled latency, jitter and loss, all seeded. Sans-IO like the node: it
-//! takes `now` and never reads a clock, so `exchange dev` drives it with the real
-//! clock and the simulator with virtual time.
+//! with modelled latency, jitter and loss, all seeded, and links that can be cut
+//! (partitions). Discovery's datagrams cross the same links, for the driver's
+//! memberships; routes come from them or, statically, from every node's names.
+//! Sans-IO like the node: it takes `now` and never reads a clock, so `exchange
+//! dev` drives it with the real clock and `exchange sim --replay` with recorded
+//! time.
 //!
 //! Messages between nodes take the production path: the sending node encodes the
 //! header, the network carries the frames, the receiving node decodes and admits.
