@@ -793,7 +793,18 @@ impl Membership {
 
     /// Periodic work: seeds while alone, pulls for members without metadata,
     /// the metadata refresh, a pending load update, SWIM sized to the cluster.
+    /// How long a member declared down while alive is kept routable, and how
+    /// recent contact must be to count (see `reconcile`).
+    fn down_grace(&self) -> Duration {
+        self.settings.probe_period * 2
+    }
+
     fn tick(&mut self, now: Time) {
+        // Only recent contact counts (see `reconcile`): forget the rest, so
+        // that addresses of members long gone do not pile up.
+        let grace = self.down_grace();
+        self.heard
+            .retain(|_, at| now.saturating_since(*at) <= grace);
         if !self.active && !self.left && self.next_seed_at.is_some_and(|at| now >= at) {
             self.announce_to_seeds(now);
         }
@@ -1150,7 +1161,7 @@ impl Membership {
                 // SWIM declared down on hearsay while it is talking to us. A
                 // member that is leaving, or that has been silent (a crash:
                 // silent for the whole suspicion), goes at once.
-                let grace = self.settings.probe_period * 2;
+                let grace = self.down_grace();
                 let renewed = self
                     .alive
                     .get(&node)
