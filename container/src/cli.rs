@@ -64,9 +64,10 @@ struct SimArgs {
     /// names from the start).
     #[arg(long, value_enum, default_value = "discovery")]
     routes: crate::config::Routes,
-    /// Instead of simulating, feed a recording (`exchange dev --record`) to
-    /// fresh nodes of the same app, input by input, and check that every node
-    /// emits what it emitted when recorded.
+    /// Instead of simulating, feed a recording (`exchange dev --record`, or
+    /// `exchange run --record` with that container's `--config`) to fresh
+    /// nodes of the same app, input by input, and check that every node emits
+    /// what it emitted when recorded.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["seed", "seeds", "nodes", "faults"])]
     replay: Option<PathBuf>,
 }

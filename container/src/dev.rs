@@ -1,7 +1,7 @@
 //! `exchange dev`: every component of an app in one process, each in its own node
 //! on the in-memory network, driven by the real clock.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -341,8 +341,6 @@ impl World {
 /// node inputs.
 struct Members {
     memberships: Vec<(NodeId, Membership)>,
-    /// Each node's component, for what is printed.
-    names: BTreeMap<NodeId, String>,
     /// (observer, member) pairs seen going down and not back up yet.
     down: BTreeSet<(NodeId, NodeId)>,
     /// What to print: members going down and coming back.
@@ -358,10 +356,8 @@ impl Members {
         let key = ClusterKey::new(b"exchange dev: the in-memory cluster").expect("long enough");
         let seed = net.nodes().first().map(|node| in_memory_addr(node.id()));
         let mut memberships = Vec::new();
-        let mut names = BTreeMap::new();
         for node in net.nodes() {
             let id = node.id();
-            names.insert(id, node.name().to_owned());
             let mut settings = Settings::new(id, 1, in_memory_addr(id), key.clone());
             settings.seeds = seed.into_iter().collect();
             settings.set_probe_period(probe_period);
@@ -374,7 +370,6 @@ impl Members {
         }
         Ok(Members {
             memberships,
-            names,
             down: BTreeSet::new(),
             news: Vec::new(),
         })
@@ -426,7 +421,10 @@ impl Members {
                     MemberEvent::Changed { after, .. } => (after.node(), true),
                     MemberEvent::Down(member) => (member.node(), false),
                 };
-                let name = |node: NodeId| format!("{} ({node})", self.names[&node]);
+                let name = |node: NodeId| {
+                    let component = net.node(node).map_or("?", Node::name);
+                    format!("{component} ({node})")
+                };
                 tracing::info!(observer = %id, member = %subject, up, "membership");
                 let news = if up {
                     self.down.remove(&(*id, subject))

@@ -361,7 +361,7 @@ struct Host {
 impl Host {
     fn note(&mut self, now: Time, input: impl FnOnce() -> Input) {
         if let Some((recorder, _)) = self.recording.as_mut() {
-            recorder.input(self.node.id(), now, input);
+            recorder.input(self.node.id(), now, input());
         }
     }
 
@@ -371,13 +371,7 @@ impl Host {
     }
 
     fn handle_frame(&mut self, now: Time, from: NodeId, header: &[u8], payload: Bytes) {
-        self.note(now, || {
-            Input::Frame(rec::Frame {
-                from: from.0,
-                header: header.to_vec(),
-                payload: payload.to_vec(),
-            })
-        });
+        self.note(now, || record::frame(from, header, &payload));
         self.node.handle_frame(now, from, header, payload);
     }
 
@@ -393,26 +387,19 @@ impl Host {
 
     fn run(&mut self, now: Time, stopwatch: &mut RealStopwatch) {
         // A turn with nothing queued changes nothing: not worth a record.
-        if self.recording.is_some() && !self.node.is_quiet() {
+        if !self.node.is_quiet() {
             self.note(now, || Input::Run(rec::Empty {}));
         }
         self.node.run(now, stopwatch);
     }
 
     fn handle_transmit_error(&mut self, now: Time, transmit: Transmit, error: TransmitError) {
-        self.note(now, || {
-            Input::TransmitFailed(rec::TransmitFailed {
-                to: transmit.to.0,
-                header: transmit.header.to_vec(),
-                payload: transmit.payload.to_vec(),
-                would_block: error == TransmitError::WouldBlock,
-            })
-        });
+        self.note(now, || record::transmit_failed(&transmit, error));
         self.node.handle_transmit_error(now, transmit, error);
     }
 
     fn change_route(&mut self, now: Time, change: &RouteChange) {
-        self.note(now, || Input::Route(record::route_record(change)));
+        self.note(now, || record::route(change));
         self.node.change_route(now, change);
     }
 

@@ -791,14 +791,15 @@ impl Membership {
         let _ = self.swim.add_broadcast(&meta);
     }
 
-    /// Periodic work: seeds while alone, pulls for members without metadata,
-    /// the metadata refresh, a pending load update, SWIM sized to the cluster.
     /// How long a member declared down while alive is kept routable, and how
     /// recent contact must be to count (see `reconcile`).
     fn down_grace(&self) -> Duration {
         self.settings.probe_period * 2
     }
 
+    /// Periodic work: seeds while alone, pulls for members without metadata,
+    /// the metadata refresh, a pending load update, SWIM sized to the cluster;
+    /// contact older than the grace forgotten.
     fn tick(&mut self, now: Time) {
         // Only recent contact counts (see `reconcile`): forget the rest, so
         // that addresses of members long gone do not pile up.
@@ -1178,14 +1179,15 @@ impl Membership {
                     .get(&node)
                     .is_some_and(|meta| meta.leaving);
                 let hold = !leaving && !self.left && (renewed || (declared && talking));
-                match self.held.get(&node) {
-                    None if hold => {
-                        self.stats.downs_held += 1;
-                        self.held.insert(node, now + grace);
+                if hold {
+                    let held = &mut self.stats.downs_held;
+                    let until = *self.held.entry(node).or_insert_with(|| {
+                        *held += 1;
+                        now + grace
+                    });
+                    if until > now {
                         return;
                     }
-                    Some(until) if *until > now && hold => return,
-                    _ => {}
                 }
                 self.held.remove(&node);
                 self.stats.downs += 1;

@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::ids::NodeId;
 use crate::node::{Event, Node, Output};
-use crate::record::Recorder;
+use crate::record::{self, Recorder};
 use crate::router::RouteChange;
 use crate::time::{Stopwatch, Time};
 use crate::transport::{Transmit, TransmitError};
@@ -158,7 +158,7 @@ impl MemNetwork {
     }
 
     fn is_cut(&self, a: NodeId, b: NodeId) -> bool {
-        !self.cuts.is_empty() && self.cuts.contains_key(&(a.min(b), a.max(b)))
+        self.cuts.contains_key(&(a.min(b), a.max(b)))
     }
 
     /// Routes will come from the driver, one [`MemNetwork::change_route`] at a
@@ -198,7 +198,7 @@ impl MemNetwork {
 
     fn note(&mut self, node: NodeId, at: Time, input: impl FnOnce() -> Input) {
         if let Some(recording) = self.recording.as_mut() {
-            recording.input(node, at, input);
+            recording.input(node, at, input());
         }
     }
 
@@ -241,7 +241,7 @@ impl MemNetwork {
             self.routed = true;
             self.route_all();
         }
-        crate::record::feed(&mut self.nodes[index], record)
+        record::feed(&mut self.nodes[index], record)
     }
 
     /// Adds a node (before [`MemNetwork::start`]).
@@ -292,11 +292,7 @@ impl MemNetwork {
             let Reverse(frame) = self.in_flight.pop().expect("peeked");
             let index = self.index[&frame.to];
             self.note(frame.to, now, || {
-                Input::Frame(rec::Frame {
-                    from: frame.from.0,
-                    header: frame.header.to_vec(),
-                    payload: frame.payload.to_vec(),
-                })
+                record::frame(frame.from, &frame.header, &frame.payload)
             });
             self.nodes[index].handle_frame(now, frame.from, &frame.header, frame.payload);
             self.stats.delivered += 1;
@@ -328,33 +324,22 @@ impl MemNetwork {
                 Output::Transmit(transmit) => {
                     if let Err((transmit, error)) = self.carry(now, from, transmit) {
                         self.stats.refused += 1;
-                        self.note(from, now, || {
-                            Input::TransmitFailed(rec::TransmitFailed {
-                                to: transmit.to.0,
-                                header: transmit.header.to_vec(),
-                                payload: transmit.payload.to_vec(),
-                                would_block: error == TransmitError::WouldBlock,
-                            })
-                        });
+                        self.note(from, now, || record::transmit_failed(&transmit, error));
                         self.nodes[index].handle_transmit_error(now, transmit, error);
                     }
                 }
                 Output::Event(Event::Interest { name, subscribed }) if !self.discovery => {
+                    let change = RouteChange::Subscriber {
+                        name: name.to_string(),
+                        node: from,
+                        subscribed,
+                    };
                     for other in 0..self.nodes.len() {
                         let to = self.nodes[other].id();
-                        if to == from {
-                            continue;
+                        if to != from {
+                            self.note(to, now, || record::route(&change));
+                            self.nodes[other].change_route(now, &change);
                         }
-                        self.note(to, now, || {
-                            Input::Interest(rec::Interest {
-                                from: from.0,
-                                name: name.to_string(),
-                                subscribed,
-                            })
-                        });
-                        self.nodes[other]
-                            .router_mut()
-                            .set_remote_subscriber(&name, from, subscribed);
                     }
                 }
                 Output::Event(event) => self.events.push_back((from, event)),
@@ -454,9 +439,7 @@ impl MemNetwork {
         let Some(&index) = self.index.get(&node) else {
             return;
         };
-        self.note(node, now, || {
-            Input::Route(crate::record::route_record(change))
-        });
+        self.note(node, now, || record::route(change));
         self.nodes[index].change_route(now, change);
         self.drain_outputs(now, index);
     }

@@ -583,16 +583,13 @@ impl Node {
             RouteChange::Handler {
                 name,
                 node,
-                handles: true,
+                handles,
             } => {
-                self.add_remote_handler(now, name, *node);
-            }
-            RouteChange::Handler {
-                name,
-                node,
-                handles: false,
-            } => {
-                self.router.remove_remote_handler(name, *node);
+                if *handles {
+                    self.add_remote_handler(now, name, *node);
+                } else {
+                    self.router.remove_remote_handler(name, *node);
+                }
             }
             RouteChange::Subscriber {
                 name,

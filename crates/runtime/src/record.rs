@@ -33,11 +33,12 @@ impl Recorder {
             buf: Vec::new(),
             digest: Digest::default(),
         };
-        recorder.push(NodeId(0), Time::ZERO, Input::Begin(begin));
+        recorder.input(NodeId(0), Time::ZERO, Input::Begin(begin));
         recorder
     }
 
-    fn push(&mut self, node: NodeId, at: Time, input: Input) {
+    /// `node` takes `input` at `at`.
+    pub fn input(&mut self, node: NodeId, at: Time, input: Input) {
         let record = rec::Record {
             node: node.0,
             at_us: at.as_micros(),
@@ -46,11 +47,6 @@ impl Recorder {
         record
             .encode_length_delimited(&mut self.buf)
             .expect("a Vec grows as needed");
-    }
-
-    /// `node` takes an input at `at`.
-    pub fn input(&mut self, node: NodeId, at: Time, input: impl FnOnce() -> Input) {
-        self.push(node, at, input());
     }
 
     /// The node polled `output`.
@@ -63,7 +59,7 @@ impl Recorder {
     pub fn drained(&mut self, node: NodeId, at: Time) {
         let digest = std::mem::take(&mut self.digest);
         if digest.outputs > 0 {
-            self.push(
+            self.input(
                 node,
                 at,
                 Input::Drained(rec::Drained {
@@ -236,8 +232,31 @@ pub fn feed(node: &mut Node, record: rec::Record) -> Result<(), String> {
     Ok(())
 }
 
-/// A route change as a record.
-pub fn route_record(change: &RouteChange) -> rec::Route {
+/// The input of a frame a node takes from `from` (see [`feed`]).
+pub fn frame(from: NodeId, header: &[u8], payload: &[u8]) -> Input {
+    Input::Frame(rec::Frame {
+        from: from.0,
+        header: header.to_vec(),
+        payload: payload.to_vec(),
+    })
+}
+
+/// The input of a transmit the network refused with `error` (see [`feed`]).
+pub fn transmit_failed(transmit: &Transmit, error: TransmitError) -> Input {
+    Input::TransmitFailed(rec::TransmitFailed {
+        to: transmit.to.0,
+        header: transmit.header.to_vec(),
+        payload: transmit.payload.to_vec(),
+        would_block: error == TransmitError::WouldBlock,
+    })
+}
+
+/// The input of a change to a node's routes (see [`feed`]).
+pub fn route(change: &RouteChange) -> Input {
+    Input::Route(route_record(change))
+}
+
+fn route_record(change: &RouteChange) -> rec::Route {
     use rec::route::Change;
     let named = |name: &str, on: bool| rec::Named {
         name: name.to_owned(),
