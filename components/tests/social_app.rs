@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use exchange_components::feed::{Feed, FeedSettings};
 use exchange_components::store::{Store, StoreSettings};
+use exchange_host::{Cluster, Host};
 use exchange_idl::feed::v1::{Follow, GetTimeline, Post, Posted, Timeline};
 use exchange_idl::kv::v1::{Changed, Subscribe};
-use exchange_runtime::mem::{LinkModel, MemNetwork};
+use exchange_runtime::netem::{LinkParams, Netem};
 use exchange_runtime::{
-    Component, ComponentLimits, Ctx, HandlerResult, Kind, Message, NoStopwatch, Node, NodeConfig,
-    NodeId, Time,
+    Component, ComponentLimits, Ctx, HandlerResult, Kind, Message, Node, NodeConfig, NodeId, Time,
 };
 
 const SECOND: Duration = Duration::from_secs(1);
@@ -85,11 +85,8 @@ impl Component for Script {
 #[test]
 fn a_post_reaches_the_followers_timeline_and_streams_to_subscribers() {
     let seen = Rc::new(RefCell::new(Seen::default()));
-    let link = LinkModel {
-        latency: Duration::from_millis(1),
-        ..LinkModel::default()
-    };
-    let mut net = MemNetwork::new(link, 5);
+    let link = LinkParams::uniform(Duration::from_millis(1), Duration::ZERO, 0.0);
+    let mut net = Cluster::new(Netem::new(5, link));
     let config = NodeConfig {
         seed: 5,
         ..NodeConfig::default()
@@ -117,12 +114,13 @@ fn a_post_reaches_the_followers_timeline_and_streams_to_subscribers() {
         let mut node = Node::new(NodeId(i as u64 + 1), name, config.clone());
         node.add_component(name, ComponentLimits::default(), factory)
             .unwrap();
-        net.add_node(node);
+        net.add(Host::new(node));
     }
     let mut now = Time::from_micros(1_000_000);
+    net.route_statically(now);
     net.start(now);
     for _ in 0..1_000 {
-        net.step(now, &mut NoStopwatch);
+        net.step(now);
         match net.poll_timeout() {
             Some(next) if !net.is_idle() => now = next.max(now),
             _ => break,

@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use exchange_container::config;
+use exchange_container::for_tests::run_seed;
 use exchange_container::registry::example_registry;
-use exchange_container::sim::run_seed;
 use exchange_sim::{Faults, SimOptions};
 
 #[global_allocator]

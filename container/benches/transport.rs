@@ -532,15 +532,21 @@ fn raw_client(endpoint: &str, in_flight: u32, push: bool) {
     );
 }
 
-fn run_container(kind: &str, in_flight: u32, transport: &str, placement: &str) -> Sample {
-    let dir = tempfile::tempdir().expect("a temp dir");
+/// The two containers' configs (an echo server, a pinger client), written to
+/// `dir`; returns their paths and control endpoints.
+fn pair_configs(
+    dir: &std::path::Path,
+    kind: &str,
+    in_flight: u32,
+    transport: &str,
+) -> (std::path::PathBuf, std::path::PathBuf, String, String) {
     let (server_app, client_app) = (
-        endpoint(transport, dir.path(), "s.app"),
-        endpoint(transport, dir.path(), "c.app"),
+        endpoint(transport, dir, "s.app"),
+        endpoint(transport, dir, "c.app"),
     );
     let (server_ctl, client_ctl) = (
-        endpoint(transport, dir.path(), "s.ctl"),
-        endpoint(transport, dir.path(), "c.ctl"),
+        endpoint(transport, dir, "s.ctl"),
+        endpoint(transport, dir, "c.ctl"),
     );
     let settings = if kind == "one_way" {
         "one_way = true\nburst = 64\npayload_bytes = 64\n".to_owned()
@@ -558,8 +564,8 @@ fn run_container(kind: &str, in_flight: u32, transport: &str, placement: &str) -
             peer.0, peer.1, peer.2
         )
     };
-    let server_config = dir.path().join("server.toml");
-    let client_config = dir.path().join("client.toml");
+    let server_config = dir.join("server.toml");
+    let client_config = dir.join("client.toml");
     std::fs::write(
         &server_config,
         config(
@@ -584,6 +590,13 @@ fn run_container(kind: &str, in_flight: u32, transport: &str, placement: &str) -
         ),
     )
     .expect("write");
+    (server_config, client_config, server_ctl, client_ctl)
+}
+
+fn run_container(kind: &str, in_flight: u32, transport: &str, placement: &str) -> Sample {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let (server_config, client_config, server_ctl, client_ctl) =
+        pair_configs(dir.path(), kind, in_flight, transport);
     let exchange = env!("CARGO_BIN_EXE_exchange");
     let (server_cpu, client_cpu) = cpus(placement);
     let server = pinned(server_cpu, exchange)

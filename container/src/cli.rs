@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use exchange_runtime::mem::LinkModel;
+use exchange_runtime::netem::LinkParams;
 
 use crate::config;
 use crate::dev::{self, DevOptions};
@@ -277,12 +277,11 @@ fn run_dev(args: DevArgs, registry: &Registry) -> i32 {
     if let Some(seed) = args.seed {
         app.seed = seed;
     }
-    let link = LinkModel {
-        latency: args.latency.unwrap_or(app.dev.latency),
-        jitter: args.jitter.unwrap_or(app.dev.jitter),
-        loss: args.loss.unwrap_or(app.dev.loss),
-        ..LinkModel::default()
-    };
+    let link = LinkParams::uniform(
+        args.latency.unwrap_or(app.dev.latency),
+        args.jitter.unwrap_or(app.dev.jitter),
+        args.loss.unwrap_or(app.dev.loss),
+    );
     let cuts = match dev::CutSchedule::resolve(&args.cuts, &app) {
         Ok(cuts) => cuts,
         Err(error) => {

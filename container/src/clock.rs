@@ -9,14 +9,14 @@ use exchange_runtime::{Stopwatch, Time};
 /// backwards, and its readings are comparable with other nodes' hop times (to
 /// within their clock skew).
 #[derive(Debug, Clone, Copy)]
-pub struct Clock {
+pub(crate) struct Clock {
     start: Instant,
     epoch_us: u64,
 }
 
 impl Clock {
     /// Anchors a clock at the current wall-clock time.
-    pub fn new() -> Clock {
+    pub(crate) fn new() -> Clock {
         let since_epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or(Duration::ZERO);
@@ -27,7 +27,7 @@ impl Clock {
     }
 
     /// The time now.
-    pub fn now(&self) -> Time {
+    pub(crate) fn now(&self) -> Time {
         Time::from_micros(
             self.epoch_us + u64::try_from(self.start.elapsed().as_micros()).unwrap_or(0),
         )

@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use exchange_discovery::{
-    ClusterKey, Event as MemberEvent, Membership, Settings, in_memory_addr, in_memory_node, routes,
-};
-use exchange_runtime::mem::{LinkModel, MemNetwork};
+use exchange_discovery::{ClusterKey, Event as MemberEvent, Settings, in_memory_addr};
+use exchange_host::{Cluster, Host, Labels, News};
+use exchange_runtime::netem::{LinkParams, Netem};
 use exchange_runtime::trace::{TraceLog, render_chain};
 use exchange_runtime::{Address, Event, Node, NodeId, Time, TraceRecord};
 
@@ -22,27 +21,27 @@ use crate::report::Report;
 
 /// How to run.
 #[derive(Clone, Debug)]
-pub struct DevOptions {
+pub(crate) struct DevOptions {
     /// Stop after this long (`None`: until Ctrl-C).
-    pub run_for: Option<Duration>,
+    pub(crate) run_for: Option<Duration>,
     /// How long to let in-flight work finish after stopping, before shutting down.
-    pub drain_max: Duration,
+    pub(crate) drain_max: Duration,
     /// The network model.
-    pub link: LinkModel,
+    pub(crate) link: LinkParams,
     /// Print the live status line.
-    pub status: bool,
+    pub(crate) status: bool,
     /// Record every input each node takes to this file (`exchange sim --replay`).
-    pub record: Option<std::path::PathBuf>,
+    pub(crate) record: Option<std::path::PathBuf>,
     /// Where routes come from.
-    pub routes: Routes,
+    pub(crate) routes: Routes,
     /// Links to cut, and when.
-    pub cuts: CutSchedule,
+    pub(crate) cuts: CutSchedule,
 }
 
 /// `--cut A[:B]@START..END`: the links between component `a`'s node and
 /// `b`'s (or every other node) are cut from `start` to `end` after the start.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Cut {
+pub(crate) struct Cut {
     a: String,
     b: Option<String>,
     start: Duration,
@@ -51,7 +50,7 @@ pub struct Cut {
 
 impl Cut {
     /// Parses `feed:store@2s..5s` or `store@2s..5s`.
-    pub fn parse(text: &str) -> Result<Cut, String> {
+    pub(crate) fn parse(text: &str) -> Result<Cut, String> {
         let form = "expected A[:B]@START..END, e.g. feed:store@2s..5s";
         let (names, window) = text
             .split_once('@')
@@ -89,7 +88,7 @@ impl Cut {
 /// The cuts of a run, resolved to nodes: each link cut at its start and
 /// healed at its end.
 #[derive(Clone, Debug, Default)]
-pub struct CutSchedule {
+pub(crate) struct CutSchedule {
     changes: Vec<LinkChange>,
     next: usize,
 }
@@ -108,7 +107,7 @@ struct LinkChange {
 impl CutSchedule {
     /// Resolves component names to the nodes `exchange dev` gives them
     /// (`n1`, `n2`, … in config order); an unknown name is an error.
-    pub fn resolve(cuts: &[Cut], app: &AppConfig) -> Result<CutSchedule, String> {
+    pub(crate) fn resolve(cuts: &[Cut], app: &AppConfig) -> Result<CutSchedule, String> {
         let names: Vec<&str> = app.components.iter().map(|c| c.name.as_str()).collect();
         let node = |name: &str| {
             names
@@ -150,7 +149,7 @@ impl CutSchedule {
 
     /// Makes the changes due by `now` (`started` is offset zero); returns
     /// what they were, for the status output.
-    fn apply(&mut self, started: Time, now: Time, net: &mut MemNetwork) -> Vec<String> {
+    fn apply(&mut self, started: Time, now: Time, net: &mut Netem) -> Vec<String> {
         let mut done = Vec::new();
         while let Some(change) = self.changes.get(self.next) {
             if started + change.at > now {
@@ -177,58 +176,92 @@ impl CutSchedule {
     }
 }
 
-/// Builds one node per component, in config order (`n1`, `n2`, …).
-pub fn build_network(
+/// Builds one node per component, in config order (`n1`, `n2`, …), each in
+/// its own host, on a network emulator with `link`; with `timed`, each node
+/// times its handlers with a real stopwatch.
+pub(crate) fn build_network(
     app: &AppConfig,
     registry: &Registry,
-    link: LinkModel,
-) -> Result<MemNetwork, String> {
-    let mut net = MemNetwork::new(link, app.seed);
+    link: LinkParams,
+    timed: bool,
+) -> Result<Cluster, String> {
+    let mut cluster = Cluster::new(Netem::new(app.seed, link));
     for (i, component) in app.components.iter().enumerate() {
         let id = NodeId(i as u64 + 1);
         let mut node = Node::new(id, &component.name, app.node.node_config(app.seed));
         crate::config::add_components(&mut node, app, std::slice::from_ref(component), registry)?;
-        net.add_node(node);
+        if timed {
+            node.set_stopwatch(Box::new(RealStopwatch::new()));
+        }
+        cluster.add(Host::new(node));
     }
-    Ok(net)
+    Ok(cluster)
+}
+
+/// Gives every host a membership over the emulated network (the code
+/// `exchange run` runs over UDP), every node seeded from `n1`.
+fn join_all(cluster: &mut Cluster, app: &AppConfig, now: Time) -> Result<(), String> {
+    let probe_period = app
+        .discovery
+        .as_ref()
+        .map_or(exchange_discovery::PROBE_PERIOD, |d| d.probe_period);
+    let key = ClusterKey::new(b"exchange dev: the in-memory cluster").expect("long enough");
+    let seed = cluster.nodes().next().map(|node| in_memory_addr(node.id()));
+    for host in cluster.hosts_mut() {
+        let id = host.node().id();
+        let mut settings = Settings::new(id, 1, in_memory_addr(id), key.clone());
+        settings.seeds = seed.into_iter().collect();
+        settings.set_probe_period(probe_period);
+        settings.rng_seed ^= app.seed.rotate_left(17);
+        let endpoint = format!("mem://{id}");
+        let labels = Labels {
+            version: "dev",
+            app_endpoint: &endpoint,
+            control_endpoint: "",
+            network: "dev",
+            host: "dev",
+        };
+        host.join(now, settings, &labels)
+            .map_err(|error| format!("discovery for {id} ({}): {error}", host.node().name()))?;
+    }
+    Ok(())
 }
 
 /// Runs the app until `run_for` passes or `stop` is set, drains, shuts down and
 /// reports.
-pub fn run(
+pub(crate) fn run(
     app: &AppConfig,
     registry: &Registry,
     options: &DevOptions,
     stop: &Arc<AtomicBool>,
 ) -> Result<Report, String> {
-    let mut net = build_network(app, registry, options.link.clone())?;
-    let members = match options.routes {
-        Routes::Discovery => {
-            net.route_by_discovery();
-            Some(Members::new(app, &net)?)
-        }
-        Routes::Static => None,
-    };
+    let mut cluster = build_network(app, registry, options.link.clone(), true)?;
     let clock = Clock::new();
-    let mut status = StatusLine::new(options.status, clock.now());
+    let started = clock.now();
+    let discovery = options.routes == Routes::Discovery;
+    if discovery {
+        join_all(&mut cluster, app, started)?;
+    } else {
+        cluster.route_statically(started);
+    }
+    let mut status = StatusLine::new(options.status, started);
     let mut record = match &options.record {
         Some(path) => {
-            net.record(app.seed);
-            Some(RecordFile::create(path)?)
+            let mut file = RecordFile::create(path)?;
+            file.append(&cluster.record(app.seed, discovery))?;
+            Some(file)
         }
         None => None,
     };
-    let started = clock.now();
     let end = options.run_for.map(|d| started + d);
     let mut world = World {
-        net,
-        members,
+        cluster,
         cuts: options.cuts.clone(),
         started,
-        stopwatch: RealStopwatch::new(),
         traces: TraceLog::new(256, 256),
+        down: BTreeSet::new(),
     };
-    world.start();
+    world.cluster.start(started);
     loop {
         let now = clock.now();
         if stop.load(Ordering::Relaxed) || end.is_some_and(|end| now >= end) {
@@ -236,9 +269,9 @@ pub fn run(
         }
         world.turn(now, &status);
         if let Some(record) = record.as_mut() {
-            record.append(&world.net.take_recording())?;
+            record.append(&world.cluster.take_recording())?;
         }
-        status.maybe_print(now, &world.net);
+        status.maybe_print(now, &world.cluster);
         let wake = [world.wake(), end, Some(status.next)]
             .into_iter()
             .flatten()
@@ -250,23 +283,25 @@ pub fn run(
     // Drain: no timer fires any more, so no new work starts; what is in flight
     // finishes (or expires) within `drain_max`; the rest is dropped as `shutdown`.
     let drain_end = clock.now() + options.drain_max;
-    world.net.quiesce(clock.now());
-    while !world.net.is_idle() && clock.now() < drain_end {
+    world.cluster.quiesce(clock.now());
+    while !world.cluster.is_idle() && clock.now() < drain_end {
         world.turn(clock.now(), &status);
         sleep_until(&clock, world.wake().map(|t| t.min(drain_end)));
     }
     let World {
-        mut net, traces, ..
+        mut cluster,
+        traces,
+        ..
     } = world;
-    let in_flight_at_stop = net.shutdown(clock.now());
+    let in_flight_at_stop = cluster.shutdown(clock.now());
     if let Some(record) = record {
-        record.finish(&net.take_recording())?;
+        record.finish(&cluster.take_recording())?;
     }
     status.finish();
 
-    let trace = render_trace(&net, &traces, registry);
+    let trace = render_trace(&cluster, &traces, registry);
     Ok(Report::collect(
-        &net,
+        &cluster,
         ran.as_secs_f64(),
         app.seed,
         in_flight_at_stop,
@@ -274,185 +309,69 @@ pub fn run(
     ))
 }
 
-/// Everything a turn of the dev loop drives: the nodes on their network, their
-/// memberships, the cuts.
+/// Everything a turn of the dev loop drives: the hosts on their network, the
+/// cuts, what was traced and who sees whom down.
 struct World {
-    net: MemNetwork,
-    members: Option<Members>,
+    cluster: Cluster,
     cuts: CutSchedule,
     started: Time,
-    stopwatch: RealStopwatch,
     traces: TraceLog,
+    /// (observer, member) pairs seen going down and not back up yet.
+    down: BTreeSet<(NodeId, NodeId)>,
 }
 
 impl World {
-    fn start(&mut self) {
-        self.net.start(self.started);
-        if let Some(members) = self.members.as_mut() {
-            members.start(self.started, &mut self.net);
+    /// One turn at `now`: the cuts and heals due, the hosts, what they
+    /// reported; what happened to the network is printed.
+    fn turn(&mut self, now: Time, status: &StatusLine) {
+        for change in self.cuts.apply(self.started, now, self.cluster.net_mut()) {
+            status.note(now, &change);
+        }
+        self.cluster.step(now);
+        while let Some(news) = self.cluster.poll_news() {
+            match news {
+                News::Event(_, Event::Traced(record)) => self.traces.record(*record),
+                News::Event(node, event) => crate::report::log_event(node, &event),
+                News::Member(observer, event) => {
+                    if let Some(line) = self.follow(observer, &event) {
+                        status.note(now, &line);
+                    }
+                }
+            }
         }
     }
 
-    /// One turn at `now`: the cuts and heals due, the nodes, their events,
-    /// discovery; what happened to the network is printed.
-    fn turn(&mut self, now: Time, status: &StatusLine) {
-        for change in self.cuts.apply(self.started, now, &mut self.net) {
-            status.note(now, &change);
-        }
-        self.net.step(now, &mut self.stopwatch);
-        while let Some((node, event)) = self.net.poll_event() {
-            match event {
-                Event::Traced(record) => self.traces.record(*record),
-                // Only with discovery does the network hand these out.
-                Event::Interest { name, subscribed } => {
-                    if let Some(members) = self.members.as_mut() {
-                        members.note_interest(now, node, name.as_str(), subscribed);
-                    }
-                }
-                event => crate::report::log_event(node, &event),
-            }
-        }
-        if let Some(members) = self.members.as_mut() {
-            members.step(now, &mut self.net);
-            for news in members.news.drain(..) {
-                status.note(now, &news);
-            }
-        }
+    /// What `observer` seeing `event` is worth printing: a member going down,
+    /// or coming back.
+    fn follow(&mut self, observer: NodeId, event: &MemberEvent) -> Option<String> {
+        let (subject, up) = match event {
+            MemberEvent::Up(member) => (member.node(), true),
+            MemberEvent::Changed { after, .. } => (after.node(), true),
+            MemberEvent::Down(member) => (member.node(), false),
+        };
+        tracing::info!(observer = %observer, member = %subject, up, "membership");
+        let news = if up {
+            self.down.remove(&(observer, subject))
+        } else {
+            self.down.insert((observer, subject))
+        };
+        let name = |node: NodeId| {
+            let component = self.cluster.node(node).map_or("?", Node::name);
+            format!("{component} ({node})")
+        };
+        let what = if up { "back up" } else { "down" };
+        news.then(|| format!("{} sees {} {what}", name(observer), name(subject)))
     }
 
     /// When something in the world is next due.
     fn wake(&self) -> Option<Time> {
-        let members = self.members.as_ref().and_then(Members::poll_timeout);
         [
-            self.net.poll_timeout(),
-            members,
+            self.cluster.poll_timeout(),
             self.cuts.next_change(self.started),
         ]
         .into_iter()
         .flatten()
         .min()
-    }
-}
-
-/// Discovery in `exchange dev`: a membership per node (the code `exchange run`
-/// runs over UDP), its datagrams carried by the in-memory network with the
-/// same latency and loss as frames, every node seeded from `n1`. What the
-/// memberships learn becomes route changes, which the network records as
-/// node inputs.
-struct Members {
-    memberships: Vec<(NodeId, Membership)>,
-    /// (observer, member) pairs seen going down and not back up yet.
-    down: BTreeSet<(NodeId, NodeId)>,
-    /// What to print: members going down and coming back.
-    news: Vec<String>,
-}
-
-impl Members {
-    fn new(app: &AppConfig, net: &MemNetwork) -> Result<Members, String> {
-        let probe_period = app
-            .discovery
-            .as_ref()
-            .map_or(exchange_discovery::PROBE_PERIOD, |d| d.probe_period);
-        let key = ClusterKey::new(b"exchange dev: the in-memory cluster").expect("long enough");
-        let seed = net.nodes().first().map(|node| in_memory_addr(node.id()));
-        let mut memberships = Vec::new();
-        for node in net.nodes() {
-            let id = node.id();
-            let mut settings = Settings::new(id, 1, in_memory_addr(id), key.clone());
-            settings.seeds = seed.into_iter().collect();
-            settings.set_probe_period(probe_period);
-            settings.rng_seed ^= app.seed.rotate_left(17);
-            let endpoint = format!("mem://{id}");
-            let meta = routes::local_meta(node, "dev", &endpoint, "", "dev", "dev");
-            let membership = Membership::new(settings, meta)
-                .map_err(|error| format!("discovery for {id} ({}): {error}", node.name()))?;
-            memberships.push((id, membership));
-        }
-        Ok(Members {
-            memberships,
-            down: BTreeSet::new(),
-            news: Vec::new(),
-        })
-    }
-
-    fn start(&mut self, now: Time, net: &mut MemNetwork) {
-        for (_, membership) in &mut self.memberships {
-            membership.start(now);
-        }
-        self.flush(now, net);
-    }
-
-    /// Delivers the datagrams due, fires due timers, advertises each node's
-    /// load and applies what was learnt.
-    fn step(&mut self, now: Time, net: &mut MemNetwork) {
-        while let Some(datagram) = net.poll_datagram(now) {
-            if let Some((_, membership)) = self.get(datagram.to) {
-                membership.handle_datagram(now, in_memory_addr(datagram.from), &datagram.bytes);
-            }
-        }
-        for (id, membership) in &mut self.memberships {
-            if membership.poll_timeout().is_some_and(|at| at <= now) {
-                membership.handle_timeout(now);
-            }
-            if let Some(node) = net.node(*id) {
-                membership.set_load(now, node.queued());
-            }
-        }
-        self.flush(now, net);
-    }
-
-    fn get(&mut self, id: NodeId) -> Option<&mut (NodeId, Membership)> {
-        self.memberships.iter_mut().find(|(node, _)| *node == id)
-    }
-
-    fn note_interest(&mut self, now: Time, node: NodeId, name: &str, subscribed: bool) {
-        if let Some((_, membership)) = self.get(node) {
-            let _ = membership.update_meta(now, |meta| {
-                routes::note_interest(meta, name, subscribed);
-            });
-        }
-    }
-
-    fn flush(&mut self, now: Time, net: &mut MemNetwork) {
-        for (id, membership) in &mut self.memberships {
-            while let Some(event) = membership.poll_event() {
-                let (subject, up) = match &event {
-                    MemberEvent::Up(member) => (member.node(), true),
-                    MemberEvent::Changed { after, .. } => (after.node(), true),
-                    MemberEvent::Down(member) => (member.node(), false),
-                };
-                let name = |node: NodeId| {
-                    let component = net.node(node).map_or("?", Node::name);
-                    format!("{component} ({node})")
-                };
-                tracing::info!(observer = %id, member = %subject, up, "membership");
-                let news = if up {
-                    self.down.remove(&(*id, subject))
-                } else {
-                    self.down.insert((*id, subject))
-                };
-                if news {
-                    let what = if up { "back up" } else { "down" };
-                    self.news
-                        .push(format!("{} sees {} {what}", name(*id), name(subject)));
-                }
-                routes::changes(membership.local(), &event, |change| {
-                    net.change_route(now, *id, &change);
-                });
-            }
-            while let Some(datagram) = membership.poll_transmit() {
-                if let Some(to) = in_memory_node(datagram.to) {
-                    net.send_datagram(now, *id, to, datagram.bytes);
-                }
-            }
-        }
-    }
-
-    fn poll_timeout(&self) -> Option<Time> {
-        self.memberships
-            .iter()
-            .filter_map(|(_, membership)| membership.poll_timeout())
-            .min()
     }
 }
 
@@ -468,7 +387,7 @@ fn sleep_until(clock: &Clock, wake: Option<Time>) {
 /// The first sampled chain the app's trace focus picks (for the example app: a
 /// timeline change, walked back to the post that caused it); or, if none, the
 /// first sampled chain.
-fn render_trace(net: &MemNetwork, traces: &TraceLog, registry: &Registry) -> String {
+fn render_trace(net: &Cluster, traces: &TraceLog, registry: &Registry) -> String {
     let focus = |record: &TraceRecord| {
         registry.focus(&record.header.name, record.header.kind, &record.payload)
     };
@@ -519,14 +438,13 @@ impl StatusLine {
         }
     }
 
-    fn maybe_print(&mut self, now: Time, net: &MemNetwork) {
+    fn maybe_print(&mut self, now: Time, net: &Cluster) {
         if now < self.next {
             return;
         }
         self.next = self.next + Duration::from_secs(1);
         let handled: u64 = net
             .nodes()
-            .iter()
             .flat_map(|n| n.components().map(|(_, _, s)| s.handled))
             .sum();
         let rate = handled - self.last_handled;
@@ -536,7 +454,6 @@ impl StatusLine {
         }
         let queues: Vec<String> = net
             .nodes()
-            .iter()
             .flat_map(|n| {
                 n.components()
                     .map(move |(id, name, _)| format!("{name}={}", n.queue_len(id)))
@@ -546,7 +463,7 @@ impl StatusLine {
             "[{:>5.1}s] {rate:>8} msg/s  queues {}  in flight {}",
             (now - self.started).as_secs_f64(),
             queues.join(" "),
-            net.in_flight()
+            net.net().in_flight()
         );
         let mut err = std::io::stderr().lock();
         let _ = if self.tty {

@@ -1,34 +1,25 @@
-//! Discovery in `exchange run`: the UDP socket around the sans-IO
-//! [`Membership`], and what its events do to this container (routes through
-//! [`exchange_discovery::routes`], connections through the transport).
+//! Discovery in `exchange run`: the UDP socket the host's membership speaks
+//! through, and the settings and labels it joins with. What membership events
+//! do to the node is the host's (`exchange_host`); what they do to connections
+//! is the run loop's.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
-use exchange_discovery::{Event, Membership, Refusal, Settings, routes};
-use exchange_idl::exchange::v1::control;
-use exchange_runtime::{Node, RouteChange, Time, Transmit, TransmitError};
+use exchange_discovery::{Datagram, Settings};
+use exchange_host::Host;
+use exchange_runtime::{NodeId, Time};
 
 use crate::config::Discovery as Resolved;
-use crate::transport::ZmqTransport;
 
 /// Datagrams read per turn at most, so a flood cannot starve the app socket.
 const READS_PER_TURN: usize = 256;
 
-/// Membership on a real UDP socket.
-pub struct Discovery {
+/// Discovery's UDP socket.
+pub(crate) struct Udp {
     socket: UdpSocket,
-    membership: Membership,
     buf: Box<[u8; 2048]>,
     send_errors: u64,
-}
-
-impl std::fmt::Debug for Discovery {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Discovery")
-            .field("membership", &self.membership)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The machine's host name, for the `host` label.
@@ -42,7 +33,7 @@ fn host_name() -> String {
 
 /// The app endpoint to advertise: as configured, else the bound one with an
 /// unspecified host (0.0.0.0, *) replaced by the advertised discovery address.
-fn advertised_endpoint(resolved: &Resolved, bound: &str) -> String {
+pub(crate) fn advertised_endpoint(resolved: &Resolved, bound: &str) -> String {
     if let Some(endpoint) = &resolved.config.app_endpoint {
         return endpoint.clone();
     }
@@ -66,16 +57,36 @@ fn advertised_endpoint(resolved: &Resolved, bound: &str) -> String {
     }
 }
 
-impl Discovery {
-    /// Binds the UDP socket and builds the membership advertising `node`'s
-    /// names and the transport's endpoints.
-    pub fn bind(
-        resolved: &Resolved,
-        node: &Node,
-        life: u64,
-        app_endpoint: &str,
-        control_endpoint: &str,
-    ) -> Result<Discovery, String> {
+/// Joins `host` to the cluster `resolved` describes, advertising its
+/// endpoints; the membership announces it to the seeds at once.
+pub(crate) fn join(
+    host: &mut Host,
+    now: Time,
+    resolved: &Resolved,
+    life: u64,
+    app_endpoint: &str,
+    control_endpoint: &str,
+) -> Result<(), String> {
+    let id: NodeId = host.node().id();
+    let mut settings = Settings::new(id, life, resolved.advertise, resolved.key.clone());
+    settings.seeds = resolved.seeds.clone();
+    settings.set_probe_period(resolved.config.probe_period);
+    let host_label = resolved.config.host.clone().unwrap_or_else(host_name);
+    let app_endpoint = advertised_endpoint(resolved, app_endpoint);
+    let labels = exchange_host::Labels {
+        version: &resolved.config.version,
+        app_endpoint: &app_endpoint,
+        control_endpoint,
+        network: &resolved.config.network,
+        host: &host_label,
+    };
+    host.join(now, settings, &labels)
+        .map_err(|error| error.to_string())
+}
+
+impl Udp {
+    /// Binds the UDP socket.
+    pub(crate) fn bind(resolved: &Resolved) -> Result<Udp, String> {
         let socket = UdpSocket::bind(resolved.listen).map_err(|error| {
             if error.kind() == std::io::ErrorKind::AddrInUse {
                 format!(
@@ -92,44 +103,24 @@ impl Discovery {
         socket
             .set_nonblocking(true)
             .map_err(|error| format!("discovery socket: {error}"))?;
-        let mut settings = Settings::new(node.id(), life, resolved.advertise, resolved.key.clone());
-        settings.seeds = resolved.seeds.clone();
-        settings.set_probe_period(resolved.config.probe_period);
-        let host = resolved.config.host.clone().unwrap_or_else(host_name);
-        let meta = routes::local_meta(
-            node,
-            &resolved.config.version,
-            &advertised_endpoint(resolved, app_endpoint),
-            control_endpoint,
-            &resolved.config.network,
-            &host,
-        );
-        let membership = Membership::new(settings, meta).map_err(|error| error.to_string())?;
-        Ok(Discovery {
+        Ok(Udp {
             socket,
-            membership,
             buf: Box::new([0; 2048]),
             send_errors: 0,
         })
     }
 
     /// The socket's descriptor, for the loop's poll.
-    pub fn fd(&self) -> std::os::fd::RawFd {
+    pub(crate) fn fd(&self) -> std::os::fd::RawFd {
         self.socket.as_raw_fd()
     }
 
-    /// Joins: announces this node to the seeds.
-    pub fn start(&mut self, now: Time) {
-        self.membership.start(now);
-        self.send();
-    }
-
-    /// Reads what waits on the socket (up to a bound); returns whether some
-    /// may be left.
-    pub fn read(&mut self, now: Time) -> bool {
+    /// Hands what waits on the socket (up to a bound) to `host`; returns
+    /// whether some may be left.
+    pub(crate) fn read(&mut self, now: Time, host: &mut Host) -> bool {
         for _ in 0..READS_PER_TURN {
             match self.socket.recv_from(&mut self.buf[..]) {
-                Ok((len, from)) => self.membership.handle_datagram(now, from, &self.buf[..len]),
+                Ok((len, from)) => host.handle_datagram(now, from, &self.buf[..len]),
                 Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => return false,
                 // ICMP errors from earlier sends (port unreachable) surface here.
                 Err(_) => {}
@@ -138,113 +129,16 @@ impl Discovery {
         true
     }
 
-    /// When the membership next needs a turn.
-    pub fn poll_timeout(&self) -> Option<Time> {
-        self.membership.poll_timeout()
-    }
-
-    /// Runs the membership's timers if due.
-    pub fn handle_timeout(&mut self, now: Time) {
-        if self.membership.poll_timeout().is_some_and(|at| at <= now) {
-            self.membership.handle_timeout(now);
+    /// Sends a datagram. One the socket refuses (no route, buffer full) is
+    /// lost like one lost on the network, and counted.
+    pub(crate) fn send(&mut self, datagram: &Datagram) {
+        if self.socket.send_to(&datagram.bytes, datagram.to).is_err() {
+            self.send_errors += 1;
         }
     }
 
-    /// Sends what the membership queued. A datagram the socket refuses (no
-    /// route, buffer full) is lost like one lost on the network, and counted.
-    pub fn send(&mut self) {
-        while let Some(datagram) = self.membership.poll_transmit() {
-            if self.socket.send_to(&datagram.bytes, datagram.to).is_err() {
-                self.send_errors += 1;
-            }
-        }
-    }
-
-    /// Applies membership events: connections in the transport, and the
-    /// route changes each makes, handed to `change_route` for the node.
-    /// Returns what the transport gave up on (held for a member that went
-    /// down), for the node to bounce.
-    pub fn apply(
-        &mut self,
-        transport: &mut ZmqTransport,
-        mut change_route: impl FnMut(&RouteChange),
-    ) -> Vec<(Transmit, TransmitError)> {
-        let mut failed = Vec::new();
-        while let Some(event) = self.membership.poll_event() {
-            match &event {
-                Event::Up(member) => {
-                    tracing::info!(node = member.meta.node, addr = %member.addr, endpoint = %member.meta.app_endpoint, "member up");
-                    connect(transport, member);
-                }
-                // Load changes make these frequent: debug only.
-                Event::Changed { after, .. } => {
-                    tracing::debug!(
-                        node = after.meta.node,
-                        load = after.meta.load,
-                        "member changed"
-                    );
-                    connect(transport, after);
-                }
-                Event::Down(member) => {
-                    tracing::info!(node = member.meta.node, "member down");
-                    failed.extend(transport.disconnect(member.node()));
-                }
-            }
-            routes::changes(self.membership.local(), &event, |change| {
-                change_route(&change);
-            });
-        }
-        failed
-    }
-
-    /// Follows the node's own subscriptions and load.
-    pub fn note_interest(&mut self, now: Time, name: &str, subscribed: bool) {
-        let _ = self.membership.update_meta(now, |meta| {
-            routes::note_interest(meta, name, subscribed);
-        });
-    }
-
-    /// Reports the node's load (messages queued).
-    pub fn set_load(&mut self, now: Time, queued: usize) {
-        self.membership.set_load(now, queued);
-    }
-
-    /// Leaves the cluster (at shutdown) and sends the news.
-    pub fn leave(&mut self, now: Time) {
-        self.membership.leave(now);
-        self.send();
-    }
-
-    /// What the control plane reports.
-    pub fn status(&self) -> control::DiscoveryStatus {
-        let membership = &self.membership;
-        let stats = membership.stats();
-        control::DiscoveryStatus {
-            members: membership.members().map(|m| m.meta.node).collect(),
-            active: membership.is_active(),
-            life: membership.local().life,
-            datagrams_in: stats.datagrams_in,
-            datagrams_out: stats.datagrams_out,
-            bytes_in: stats.bytes_in,
-            bytes_out: stats.bytes_out,
-            refused: Refusal::ALL
-                .iter()
-                .map(|r| (r.name().to_owned(), membership.refused(*r)))
-                .collect(),
-            malformed: stats.malformed,
-            send_errors: self.send_errors,
-            ups: stats.ups,
-            changes: stats.changes,
-            downs: stats.downs,
-            downs_held: stats.downs_held,
-            downs_averted: stats.downs_averted,
-        }
-    }
-}
-
-/// Connects to a member's app endpoint (again, if it moved).
-fn connect(transport: &mut ZmqTransport, member: &exchange_discovery::Member) {
-    if let Err(error) = transport.connect(member.node(), &member.meta.app_endpoint) {
-        tracing::warn!(node = member.meta.node, %error, "cannot connect to member");
+    /// Datagrams the socket refused to send.
+    pub(crate) fn send_errors(&self) -> u64 {
+        self.send_errors
     }
 }

@@ -18,17 +18,25 @@
 #![deny(clippy::unwrap_used)]
 
 pub mod cli;
-pub mod clock;
+mod clock;
 pub mod config;
-pub mod dev;
-pub mod discovery;
-pub mod record_file;
+mod dev;
+mod discovery;
+mod record_file;
 pub mod registry;
-pub mod report;
-pub mod run;
-pub mod sim;
+mod report;
+mod run;
+mod sim;
 pub mod status;
-pub mod transport;
+mod transport;
+
+/// What the crate's own tests and benchmarks reach into: the simulator's
+/// entry points and the real stopwatch. Not an API.
+#[doc(hidden)]
+pub mod for_tests {
+    pub use crate::clock::RealStopwatch;
+    pub use crate::sim::{run_seed, run_seed_with};
+}
 
 /// The README's Rust examples, compiled and run as doctests.
 #[cfg(doctest)]

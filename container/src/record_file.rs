@@ -3,14 +3,14 @@
 use std::io::Write;
 
 /// Appends a recording to a file as the run goes.
-pub struct RecordFile {
+pub(crate) struct RecordFile {
     path: std::path::PathBuf,
     file: std::io::BufWriter<std::fs::File>,
 }
 
 impl RecordFile {
     /// Creates (or truncates) the file.
-    pub fn create(path: &std::path::Path) -> Result<RecordFile, String> {
+    pub(crate) fn create(path: &std::path::Path) -> Result<RecordFile, String> {
         let file = std::fs::File::create(path)
             .map_err(|error| format!("cannot create the recording {}: {error}", path.display()))?;
         Ok(RecordFile {
@@ -20,7 +20,7 @@ impl RecordFile {
     }
 
     /// Appends records.
-    pub fn append(&mut self, records: &[u8]) -> Result<(), String> {
+    pub(crate) fn append(&mut self, records: &[u8]) -> Result<(), String> {
         self.file.write_all(records).map_err(|error| {
             format!(
                 "cannot write the recording {}: {error}",
@@ -30,7 +30,7 @@ impl RecordFile {
     }
 
     /// Appends the last records and flushes the file.
-    pub fn finish(mut self, records: &[u8]) -> Result<(), String> {
+    pub(crate) fn finish(mut self, records: &[u8]) -> Result<(), String> {
         self.append(records)?;
         self.file.flush().map_err(|error| {
             format!(

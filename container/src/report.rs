@@ -4,46 +4,46 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use exchange_runtime::mem::{MemNetwork, NetStats};
+use exchange_host::Cluster;
 use exchange_runtime::{Event, NodeId};
 use serde::Serialize;
 
 /// One component's line of the report.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct ComponentReport {
+pub(crate) struct ComponentReport {
     /// Its node.
-    pub node: String,
+    pub(crate) node: String,
     /// Messages that reached its admission.
-    pub accepted: u64,
+    pub(crate) accepted: u64,
     /// Handled (`Ok`).
-    pub handled: u64,
+    pub(crate) handled: u64,
     /// Bounced, by reason.
-    pub bounced: BTreeMap<String, u64>,
+    pub(crate) bounced: BTreeMap<String, u64>,
     /// Dropped and counted, by reason.
-    pub dropped: BTreeMap<String, u64>,
+    pub(crate) dropped: BTreeMap<String, u64>,
     /// Bounces it got back for what it sent, by reason.
-    pub returned: BTreeMap<String, u64>,
+    pub(crate) returned: BTreeMap<String, u64>,
     /// Fresh instances after panics.
-    pub restarts: u64,
+    pub(crate) restarts: u64,
     /// Timer firings handled.
-    pub timers_fired: u64,
+    pub(crate) timers_fired: u64,
     /// Sends and timers its handlers asked for past a limit and did not get.
-    pub effects_refused: u64,
+    pub(crate) effects_refused: u64,
     /// Deepest its queue got.
-    pub queue_len_peak: u64,
+    pub(crate) queue_len_peak: u64,
     /// Median handler time.
-    pub handler_p50_ns: u64,
+    pub(crate) handler_p50_ns: u64,
     /// 99th-percentile handler time.
-    pub handler_p99_ns: u64,
+    pub(crate) handler_p99_ns: u64,
     /// Median time from sending a request to its reply or bounce.
-    pub response_p50_us: u64,
+    pub(crate) response_p50_us: u64,
     /// 99th-percentile time from sending a request to its reply or bounce.
-    pub response_p99_us: u64,
+    pub(crate) response_p99_us: u64,
 }
 
 impl ComponentReport {
     /// Whether accepted = handled + bounced + dropped.
-    pub fn balances(&self) -> bool {
+    pub(crate) fn balances(&self) -> bool {
         self.accepted
             == self.handled
                 + self.bounced.values().sum::<u64>()
@@ -53,46 +53,46 @@ impl ComponentReport {
 
 /// What the in-memory network did.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
-pub struct NetworkReport {
+pub(crate) struct NetworkReport {
     /// Frames handed to the network.
-    pub sent: u64,
+    pub(crate) sent: u64,
     /// Frames delivered.
-    pub delivered: u64,
+    pub(crate) delivered: u64,
     /// Frames lost by the loss model.
-    pub lost: u64,
+    pub(crate) lost: u64,
     /// Frames refused to their sender.
-    pub refused: u64,
+    pub(crate) refused: u64,
     /// Frames lost on a cut link (`--cut`).
-    pub cut: u64,
+    pub(crate) cut: u64,
     /// Frames still in flight at shutdown (never accepted anywhere).
-    pub in_flight_at_stop: u64,
+    pub(crate) in_flight_at_stop: u64,
     /// Discovery's datagrams handed to the network (routes from discovery).
-    pub datagrams_sent: u64,
+    pub(crate) datagrams_sent: u64,
     /// Datagrams lost by the loss model or on a cut link.
-    pub datagrams_lost: u64,
+    pub(crate) datagrams_lost: u64,
 }
 
 /// The whole run.
 #[derive(Clone, Debug, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     /// Wall time the app ran, in seconds (drain excluded).
-    pub ran_s: f64,
+    pub(crate) ran_s: f64,
     /// The master seed.
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// Per component, by name.
-    pub components: BTreeMap<String, ComponentReport>,
+    pub(crate) components: BTreeMap<String, ComponentReport>,
     /// Refused by a node before any component saw them, by node name.
-    pub node_refused: BTreeMap<String, BTreeMap<String, u64>>,
+    pub(crate) node_refused: BTreeMap<String, BTreeMap<String, u64>>,
     /// The network.
-    pub network: NetworkReport,
+    pub(crate) network: NetworkReport,
     /// The sampled trace, rendered (empty if none was sampled).
-    pub trace: String,
+    pub(crate) trace: String,
 }
 
 impl Report {
     /// Collects the report from a network that has shut down.
-    pub fn collect(
-        net: &MemNetwork,
+    pub(crate) fn collect(
+        net: &Cluster,
         ran_s: f64,
         seed: u64,
         in_flight_at_stop: usize,
@@ -129,24 +129,17 @@ impl Report {
                 node_refused.insert(node.name().to_owned(), refused);
             }
         }
-        let NetStats {
-            sent,
-            delivered,
-            lost,
-            refused,
-            cut,
-            datagrams_sent,
-            datagrams_lost,
-        } = net.stats().clone();
+        let frames = net.net().frame_counts();
+        let datagrams = net.net().datagram_counts();
         let network = NetworkReport {
-            sent,
-            delivered,
-            lost,
-            refused,
-            cut,
+            sent: frames.sent,
+            delivered: frames.delivered,
+            lost: frames.lost,
+            refused: frames.refused_full + frames.refused_down,
+            cut: frames.cut,
             in_flight_at_stop: in_flight_at_stop as u64,
-            datagrams_sent,
-            datagrams_lost,
+            datagrams_sent: datagrams.sent,
+            datagrams_lost: datagrams.lost_total(),
         };
         Report {
             ran_s,
@@ -159,7 +152,7 @@ impl Report {
     }
 
     /// Components whose counters do not balance.
-    pub fn unbalanced(&self) -> Vec<&str> {
+    pub(crate) fn unbalanced(&self) -> Vec<&str> {
         self.components
             .iter()
             .filter(|(_, c)| !c.balances())
@@ -168,7 +161,17 @@ impl Report {
     }
 
     /// The table and trace, for people.
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
+        let mut out = self.render_components();
+        self.render_totals(&mut out);
+        if !self.trace.is_empty() {
+            let _ = write!(out, "\n{}", self.trace);
+        }
+        out
+    }
+
+    /// The table of components, and what was refused over limits.
+    fn render_components(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -218,6 +221,11 @@ impl Report {
                 by_reason(refused)
             );
         }
+        out
+    }
+
+    /// The network's counters and the accounting's verdict.
+    fn render_totals(&self, out: &mut String) {
         let n = &self.network;
         let _ = writeln!(
             out,
@@ -242,10 +250,6 @@ impl Report {
                 let _ = writeln!(out, "accounting: MISMATCH for {}", names.join(", "));
             }
         }
-        if !self.trace.is_empty() {
-            let _ = write!(out, "\n{}", self.trace);
-        }
-        out
     }
 }
 
@@ -271,7 +275,7 @@ fn nanos(ns: u64) -> String {
 
 /// Logs what a node reports about its components (restarts, failures); other
 /// events are for the driver and are ignored here.
-pub fn log_event(node: NodeId, event: &Event) {
+pub(crate) fn log_event(node: NodeId, event: &Event) {
     match event {
         Event::Restarted { component, reason } => {
             tracing::warn!(%node, %component, %reason, "component restarted");

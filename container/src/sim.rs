@@ -8,6 +8,7 @@
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
+use exchange_runtime::record::Recording;
 use exchange_runtime::{Node, NodeId, Time};
 use exchange_sim::{Faults, Life, SimOptions, SimReport};
 
@@ -15,7 +16,7 @@ use crate::config::{AppConfig, ComponentConfig, Routes};
 use crate::registry::Registry;
 
 /// The component each node runs.
-pub fn placement(app: &AppConfig, nodes: usize) -> Vec<(NodeId, &ComponentConfig)> {
+pub(crate) fn placement(app: &AppConfig, nodes: usize) -> Vec<(NodeId, &ComponentConfig)> {
     (0..nodes.max(1))
         .map(|i| {
             let component = app
@@ -67,24 +68,24 @@ pub fn run_seed_with(
 
 /// What to run, from the command line.
 #[derive(Clone, Debug)]
-pub struct SimPlan {
+pub(crate) struct SimPlan {
     /// Seeds, first to last inclusive.
-    pub seeds: (u64, u64),
+    pub(crate) seeds: (u64, u64),
     /// Nodes.
-    pub nodes: usize,
+    pub(crate) nodes: usize,
     /// Virtual time with faults on.
-    pub run_for: Duration,
+    pub(crate) run_for: Duration,
     /// Faults.
-    pub faults: Faults,
+    pub(crate) faults: Faults,
     /// The config file, if not the example app (for the replay command).
-    pub config: Option<std::path::PathBuf>,
+    pub(crate) config: Option<std::path::PathBuf>,
     /// Where routes come from.
-    pub routes: Routes,
+    pub(crate) routes: Routes,
 }
 
 /// The simulator's options for one seed of `plan` (the probe period from the
 /// app's `[discovery]`, else the default).
-pub fn options(app: &AppConfig, plan: &SimPlan, seed: u64) -> SimOptions {
+pub(crate) fn options(app: &AppConfig, plan: &SimPlan, seed: u64) -> SimOptions {
     let options = SimOptions::new(seed, plan.run_for, plan.faults);
     match plan.routes {
         Routes::Static => options,
@@ -100,7 +101,7 @@ pub fn options(app: &AppConfig, plan: &SimPlan, seed: u64) -> SimOptions {
 
 impl SimPlan {
     /// The command that runs `seed` again, exactly.
-    pub fn replay_command(&self, seed: u64) -> String {
+    pub(crate) fn replay_command(&self, seed: u64) -> String {
         let mut command = format!(
             "exchange sim --seed {seed} --nodes {} --for {} --faults {} --routes {}",
             self.nodes,
@@ -119,45 +120,45 @@ impl SimPlan {
 
 /// One run's line for the report file.
 #[derive(Debug, serde::Serialize)]
-pub struct RunRecord {
+pub(crate) struct RunRecord {
     /// The seed.
-    pub seed: u64,
+    pub(crate) seed: u64,
     /// Whether every check passed.
-    pub passed: bool,
+    pub(crate) passed: bool,
     /// The first broken check: which, when (virtual seconds), what.
-    pub violation: Option<(String, f64, String)>,
+    pub(crate) violation: Option<(String, f64, String)>,
     /// The hash of the full event trace, hex.
-    pub trace_hash: String,
+    pub(crate) trace_hash: String,
     /// Virtual seconds covered.
-    pub virtual_s: f64,
+    pub(crate) virtual_s: f64,
     /// Wall seconds taken.
-    pub wall_s: f64,
+    pub(crate) wall_s: f64,
     /// Scheduler steps.
-    pub steps: u64,
+    pub(crate) steps: u64,
     /// Messages handled, bounced, dropped (all lives of all nodes), and lost
     /// with crashed nodes.
-    pub handled: u64,
+    pub(crate) handled: u64,
     /// See `handled`.
-    pub bounced: u64,
+    pub(crate) bounced: u64,
     /// See `handled`.
-    pub dropped: u64,
+    pub(crate) dropped: u64,
     /// See `handled`.
-    pub lost_in_crash: u64,
+    pub(crate) lost_in_crash: u64,
     /// Crashes and partitions injected.
-    pub crashes: u64,
+    pub(crate) crashes: u64,
     /// See `crashes`.
-    pub partitions: u64,
+    pub(crate) partitions: u64,
     /// Frames: sent, duplicated, delivered, lost, cut, to a down node, refused.
-    pub frames: serde_json::Value,
+    pub(crate) frames: serde_json::Value,
     /// Discovery datagrams: sent, bytes, delivered, lost, cut, to a down node.
-    pub datagrams: serde_json::Value,
+    pub(crate) datagrams: serde_json::Value,
     /// The command that replays this run.
-    pub replay: String,
+    pub(crate) replay: String,
 }
 
 impl RunRecord {
     /// The record of `report`, which took `wall` to run.
-    pub fn new(plan: &SimPlan, report: &SimReport, wall: Duration) -> RunRecord {
+    pub(crate) fn new(plan: &SimPlan, report: &SimReport, wall: Duration) -> RunRecord {
         let net = &report.net;
         RunRecord {
             seed: report.seed,
@@ -194,7 +195,7 @@ impl RunRecord {
 }
 
 /// One line about a run.
-pub fn summary(report: &SimReport, wall: Duration) -> String {
+pub(crate) fn summary(report: &SimReport, wall: Duration) -> String {
     let net = &report.net;
     let verdict = match report.violations.first() {
         None => "passed".to_owned(),
@@ -233,7 +234,11 @@ pub fn summary(report: &SimReport, wall: Duration) -> String {
 
 /// Runs every seed of `plan`; prints a summary per seed (one seed) or the
 /// failures and a total (a range); returns the records and whether all passed.
-pub fn run_plan(app: &AppConfig, registry: &Registry, plan: &SimPlan) -> (Vec<RunRecord>, bool) {
+pub(crate) fn run_plan(
+    app: &AppConfig,
+    registry: &Registry,
+    plan: &SimPlan,
+) -> (Vec<RunRecord>, bool) {
     let (first, last) = plan.seeds;
     let mut records = Vec::new();
     let mut failed = Vec::new();
@@ -269,7 +274,7 @@ pub fn run_plan(app: &AppConfig, registry: &Registry, plan: &SimPlan) -> (Vec<Ru
 }
 
 /// Parses `A..B` (inclusive) or a single seed.
-pub fn parse_seeds(text: &str) -> Result<(u64, u64), String> {
+pub(crate) fn parse_seeds(text: &str) -> Result<(u64, u64), String> {
     let parse = |part: &str| {
         part.trim()
             .parse::<u64>()
@@ -289,33 +294,74 @@ pub fn parse_seeds(text: &str) -> Result<(u64, u64), String> {
     }
 }
 
+/// Why a replay stopped.
+#[derive(Debug)]
+enum ReplayFailure {
+    /// The recording or the config cannot be used (exit 2).
+    Unusable(String),
+    /// A node emitted something else than when recorded, at record `at` (exit 1).
+    Diverged { at: usize, error: String },
+}
+
 /// `exchange sim --replay FILE`: feeds a recording to fresh nodes of `app`
 /// (`origin`'s): one node per component for `exchange dev`'s, the container's
 /// node for `exchange run`'s. Returns the exit code (0 the same run again, 1
 /// diverged, 2 unusable input).
-pub fn replay(
+pub(crate) fn replay(
     app: &AppConfig,
     origin: &crate::config::Origin,
     registry: &Registry,
     path: &std::path::Path,
 ) -> i32 {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
+    let started = Instant::now();
+    let recording = match read_recording(app, path) {
+        Ok(recording) => recording,
         Err(error) => {
-            eprintln!(
-                "exchange: cannot read the recording {}: {error}",
-                path.display()
+            eprintln!("exchange: {error}");
+            return 2;
+        }
+    };
+    let records = &recording.records;
+    let (first, last) = (
+        records.first().map_or(0, |r| r.at_us),
+        records.last().map_or(0, |r| r.at_us),
+    );
+    let recorded = Duration::from_micros(last.saturating_sub(first));
+    let mut app = app.clone();
+    app.seed = recording.begin.seed;
+    let replayed = if recording.begin.container {
+        replay_container(&app, origin, registry, &recording, path)
+    } else {
+        replay_dev(&app, registry, &recording, recorded)
+    };
+    match replayed {
+        Ok(what) => {
+            println!(
+                "replayed {} inputs to {what} ({:.1} s of recorded time) in {:.2} s: every node emitted what it emitted when recorded",
+                records.len(),
+                recorded.as_secs_f64(),
+                started.elapsed().as_secs_f64()
             );
-            return 2;
+            0
         }
-    };
-    let recording = match exchange_runtime::record::parse_recording(&bytes) {
-        Ok(parsed) => parsed,
-        Err(error) => {
-            eprintln!("exchange: {}: {error}", path.display());
-            return 2;
+        Err(ReplayFailure::Unusable(error)) => {
+            eprintln!("exchange: {error}");
+            2
         }
-    };
+        Err(ReplayFailure::Diverged { at, error }) => {
+            let count = records.len();
+            println!("replay diverged at record {} of {count}: {error}", at + 2);
+            1
+        }
+    }
+}
+
+/// Reads and checks a recording: whole records, made with `app`'s components.
+fn read_recording(app: &AppConfig, path: &std::path::Path) -> Result<Recording, String> {
+    let bytes = std::fs::read(path)
+        .map_err(|error| format!("cannot read the recording {}: {error}", path.display()))?;
+    let recording = exchange_runtime::record::parse_recording(&bytes)
+        .map_err(|error| format!("{}: {error}", path.display()))?;
     if recording.cut_short > 0 {
         eprintln!(
             "exchange: {} ends with a record cut short ({} bytes; was its process killed?): replaying the whole ones",
@@ -323,99 +369,85 @@ pub fn replay(
             recording.cut_short
         );
     }
-    let begin = &recording.begin;
     let names: Vec<&str> = app.components.iter().map(|c| c.name.as_str()).collect();
-    if begin.nodes != names {
-        eprintln!(
-            "exchange: {} was recorded with the components {:?}; this app has {names:?} (pass the --config it was recorded with)",
+    if recording.begin.nodes != names {
+        return Err(format!(
+            "{} was recorded with the components {:?}; this app has {names:?} (pass the --config it was recorded with)",
             path.display(),
-            begin.nodes
-        );
-        return 2;
+            recording.begin.nodes
+        ));
     }
-    let mut app = app.clone();
-    app.seed = begin.seed;
-    let started = Instant::now();
-    let records = &recording.records;
-    let (first, last) = (
-        records.first().map_or(0, |r| r.at_us),
-        records.last().map_or(0, |r| r.at_us),
+    Ok(recording)
+}
+
+/// Replays an `exchange run` container's recording to its node, built from
+/// the same config; prints the status it ends with.
+fn replay_container(
+    app: &AppConfig,
+    origin: &crate::config::Origin,
+    registry: &Registry,
+    recording: &Recording,
+    path: &std::path::Path,
+) -> Result<String, ReplayFailure> {
+    let run = app.check_run(origin).map_err(|error| {
+        ReplayFailure::Unusable(format!(
+            "{} was recorded by an `exchange run` container: {error}",
+            path.display()
+        ))
+    })?;
+    let mut node = crate::run::build_node(app, run, registry, recording.begin.life)
+        .map_err(ReplayFailure::Unusable)?;
+    for (at, record) in recording.records.iter().enumerate() {
+        if record.node != run.node_id {
+            return Err(ReplayFailure::Unusable(format!(
+                "{} was recorded by node {}; this config's [run] node_id is {}",
+                path.display(),
+                record.node,
+                run.node_id
+            )));
+        }
+        exchange_runtime::record::feed(&mut node, record).map_err(|error| {
+            ReplayFailure::Diverged {
+                at,
+                error: error.to_string(),
+            }
+        })?;
+    }
+    let last = recording.records.last().map_or(0, |r| r.at_us);
+    print!(
+        "{}",
+        crate::status::render(&node.status(Time::from_micros(last)))
     );
-    let recorded = Duration::from_micros(last.saturating_sub(first));
-    let count = records.len();
-    let diverged = |i: usize, error: String| {
-        println!("replay diverged at record {} of {count}: {error}", i + 2);
-        1
-    };
-    let replayed = if begin.container {
-        let run = match app.check_run(origin) {
-            Ok(run) => run,
-            Err(error) => {
-                eprintln!(
-                    "exchange: {} was recorded by an `exchange run` container: {error}",
-                    path.display()
-                );
-                return 2;
-            }
-        };
-        let mut node = match crate::run::build_node(&app, run, registry, begin.life) {
-            Ok(node) => node,
-            Err(error) => {
-                eprintln!("exchange: {error}");
-                return 2;
-            }
-        };
-        for (i, record) in recording.records.into_iter().enumerate() {
-            if record.node != run.node_id {
-                eprintln!(
-                    "exchange: {} was recorded by node {}; this config's [run] node_id is {}",
-                    path.display(),
-                    record.node,
-                    run.node_id
-                );
-                return 2;
-            }
-            if let Err(error) = exchange_runtime::record::feed(&mut node, record) {
-                return diverged(i, error);
-            }
-        }
-        print!(
-            "{}",
-            crate::status::render(&node.status(Time::from_micros(last)))
-        );
-        format!("the container's node n{}", run.node_id)
-    } else {
-        let mut net = match crate::dev::build_network(&app, registry, Default::default()) {
-            Ok(net) => net,
-            Err(error) => {
-                eprintln!("exchange: {error}");
-                return 2;
-            }
-        };
-        if begin.discovery {
-            net.route_by_discovery();
-        }
-        for (i, record) in recording.records.into_iter().enumerate() {
-            if let Err(error) = net.replay(record) {
-                return diverged(i, error);
-            }
-        }
-        let report = crate::report::Report::collect(
-            &net,
-            recorded.as_secs_f64(),
-            begin.seed,
-            0,
-            String::new(),
-        );
-        print!("{}", report.render());
-        format!("{} nodes", names.len())
-    };
-    println!(
-        "replayed {count} inputs to {replayed} ({:.1} s of recorded time) in {:.2} s: every node emitted what it emitted when recorded",
-        recorded.as_secs_f64(),
-        started.elapsed().as_secs_f64()
-    );
-    0
+    Ok(format!("the container's node n{}", run.node_id))
+}
+
+/// Replays an `exchange dev` recording to fresh nodes, one per component;
+/// prints their report.
+fn replay_dev(
+    app: &AppConfig,
+    registry: &Registry,
+    recording: &Recording,
+    recorded: Duration,
+) -> Result<String, ReplayFailure> {
+    let link = exchange_runtime::netem::LinkParams::calm();
+    let mut net =
+        crate::dev::build_network(app, registry, link, false).map_err(ReplayFailure::Unusable)?;
+    // Static routes were set before the recording began; discovery's are in it.
+    if !recording.begin.discovery {
+        net.route_statically(Time::ZERO);
+    }
+    for (at, record) in recording.records.iter().enumerate() {
+        net.replay(record)
+            .map_err(|error| ReplayFailure::Diverged {
+                at,
+                error: error.to_string(),
+            })?;
+    }
+    let seed = recording.begin.seed;
+    let report =
+        crate::report::Report::collect(&net, recorded.as_secs_f64(), seed, 0, String::new());
+    print!("{}", report.render());
+    Ok(format!("{} nodes", app.components.len()))
 }
 
 #[cfg(test)]

@@ -37,28 +37,28 @@ use exchange_runtime::{NodeId, Transmit, TransmitError};
 
 /// Socket settings.
 #[derive(Clone, Debug)]
-pub struct SocketOptions {
+pub(crate) struct SocketOptions {
     /// How long closing may spend flushing.
-    pub linger: Duration,
+    pub(crate) linger: Duration,
     /// Frames queued per peer at most.
-    pub send_hwm: i32,
+    pub(crate) send_hwm: i32,
     /// Frames queued from the network at most.
-    pub recv_hwm: i32,
+    pub(crate) recv_hwm: i32,
     /// Largest frame set a peer may send; a larger one drops that peer's connection
     /// (libzmq's rule), so senders refuse oversize messages first.
-    pub max_message_bytes: i64,
+    pub(crate) max_message_bytes: i64,
     /// How long a message may wait for a configured peer's connection to come up.
-    pub peer_wait: Duration,
+    pub(crate) peer_wait: Duration,
     /// Messages held per peer at most while its connection is not up.
-    pub peer_queue_max: usize,
+    pub(crate) peer_queue_max: usize,
     /// Envelopes one frame set carries at most (1: one envelope per frame set).
-    pub batch_max: std::num::NonZeroUsize,
+    pub(crate) batch_max: std::num::NonZeroUsize,
 }
 
 /// Opening the sockets failed; nothing is listening.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum TransportError {
+pub(crate) enum TransportError {
     /// Another process (or socket) holds the address.
     #[error(
         "cannot bind {endpoint}: the address is already in use (is another container running there?)"
@@ -94,7 +94,7 @@ pub enum TransportError {
 /// How long the connection to a peer that went away stays open (see
 /// [`ZmqTransport::disconnect`]): longer than a leaving peer takes to drain
 /// and exit.
-pub const RETIRE_AFTER: Duration = Duration::from_secs(10);
+pub(crate) const RETIRE_AFTER: Duration = Duration::from_secs(10);
 
 const APP: mio::Token = mio::Token(0);
 const CONTROL: mio::Token = mio::Token(1);
@@ -102,7 +102,7 @@ const EXTRA: mio::Token = mio::Token(2);
 
 /// What arrived on the app socket.
 #[derive(Debug)]
-pub enum Received<'a> {
+pub(crate) enum Received<'a> {
     /// One envelope of a frame set: the sending node (0 if the identity is not
     /// a node's), header, payload.
     Frames {
@@ -120,7 +120,7 @@ pub enum Received<'a> {
 /// The first byte of a packed envelope frame. No encoded protobuf message
 /// starts with it (a field number is never 0), so a frame that does is not a
 /// header.
-pub const PACKED: u8 = 0x00;
+pub(crate) const PACKED: u8 = 0x00;
 
 /// The length prefix of a packed frame: `len` as a protobuf varint, and how many
 /// of the bytes it takes.
@@ -137,7 +137,7 @@ fn varint(mut len: usize) -> ([u8; 10], usize) {
 }
 
 /// One envelope as one frame: `[PACKED][varint header length][header][payload]`.
-pub fn pack(header: &[u8], payload: &[u8]) -> zmq::Message {
+pub(crate) fn pack(header: &[u8], payload: &[u8]) -> zmq::Message {
     let (prefix, n) = varint(header.len());
     let mut frame = zmq::Message::with_size(1 + n + header.len() + payload.len());
     let (first, rest) = frame.split_at_mut(1);
@@ -153,7 +153,7 @@ pub fn pack(header: &[u8], payload: &[u8]) -> zmq::Message {
 /// The header and payload of a packed frame (one that starts with [`PACKED`]);
 /// `None` if its header length is not a varint of at most five bytes or runs
 /// past the frame.
-pub fn unpack(frame: &[u8]) -> Option<(&[u8], &[u8])> {
+pub(crate) fn unpack(frame: &[u8]) -> Option<(&[u8], &[u8])> {
     let rest = frame.strip_prefix(&[PACKED])?;
     let mut len = 0usize;
     for (i, &byte) in rest.iter().enumerate().take(5) {
@@ -183,17 +183,17 @@ fn node_of(identity: &[u8]) -> NodeId {
 
 /// Which descriptors [`ZmqTransport::poll`] found readable.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Readiness {
+pub(crate) struct Readiness {
     /// The app socket has news.
-    pub app: bool,
+    pub(crate) app: bool,
     /// The control socket has news.
-    pub control: bool,
+    pub(crate) control: bool,
     /// The extra descriptor is readable.
-    pub extra: bool,
+    pub(crate) extra: bool,
 }
 
 /// The app and control sockets of one container.
-pub struct ZmqTransport {
+pub(crate) struct ZmqTransport {
     inbound: zmq::Socket,
     outbound: zmq::Socket,
     control: zmq::Socket,
@@ -244,7 +244,7 @@ fn bind(socket: &zmq::Socket, endpoint: &str) -> Result<(), TransportError> {
 
 impl ZmqTransport {
     /// Binds the app socket at `listen` and the control socket at `control`.
-    pub fn bind(
+    pub(crate) fn bind(
         node: NodeId,
         listen: &str,
         control: &str,
@@ -312,19 +312,19 @@ impl ZmqTransport {
     }
 
     /// The app endpoint actually bound (resolves `tcp://127.0.0.1:*`).
-    pub fn app_endpoint(&self) -> Option<String> {
+    pub(crate) fn app_endpoint(&self) -> Option<String> {
         self.inbound.get_last_endpoint().ok().and_then(Result::ok)
     }
 
     /// The control endpoint actually bound.
-    pub fn control_endpoint(&self) -> Option<String> {
+    pub(crate) fn control_endpoint(&self) -> Option<String> {
         self.control.get_last_endpoint().ok().and_then(Result::ok)
     }
 
     /// Connects to a peer. ZeroMQ connects in the background and keeps
     /// reconnecting, so the peer need not be up yet; until it is, sends to it fail
     /// as unreachable. The connection is named by the peer's own routing id.
-    pub fn connect(&mut self, peer: NodeId, endpoint: &str) -> Result<(), TransportError> {
+    pub(crate) fn connect(&mut self, peer: NodeId, endpoint: &str) -> Result<(), TransportError> {
         if self.peers.get(&peer).is_some_and(|known| known == endpoint) {
             return Ok(());
         }
@@ -355,7 +355,7 @@ impl ZmqTransport {
     /// connection, trips an assertion in libzmq 4.3.5 that aborts the process
     /// — `session_base.cpp:233`; seen when a peer that was leaving exited. By
     /// then a peer that left or died has closed its end.)
-    pub fn disconnect(&mut self, peer: NodeId) -> Vec<(Transmit, TransmitError)> {
+    pub(crate) fn disconnect(&mut self, peer: NodeId) -> Vec<(Transmit, TransmitError)> {
         if let Some(endpoint) = self.peers.remove(&peer) {
             self.retire(endpoint);
         }
@@ -376,7 +376,7 @@ impl ZmqTransport {
 
     /// Closes the connections of peers that went away [`RETIRE_AFTER`] ago
     /// (ZeroMQ would keep redialling them).
-    pub fn close_retired(&mut self, now: Instant) {
+    pub(crate) fn close_retired(&mut self, now: Instant) {
         let outbound = &self.outbound;
         self.retiring.retain(|(due, endpoint)| {
             if *due > now {
@@ -389,7 +389,7 @@ impl ZmqTransport {
 
     /// Adds a descriptor for [`ZmqTransport::poll`] to wait on (discovery's UDP
     /// socket), reported as [`Readiness::extra`].
-    pub fn watch(&mut self, fd: std::os::fd::RawFd) -> std::io::Result<()> {
+    pub(crate) fn watch(&mut self, fd: std::os::fd::RawFd) -> std::io::Result<()> {
         self.poller.registry().register(
             &mut mio::unix::SourceFd(&fd),
             EXTRA,
@@ -406,7 +406,7 @@ impl ZmqTransport {
     /// result is complete only for a socket that was last read until it had
     /// nothing left; the loop reads each socket and the watched descriptor dry
     /// before it waits (or else does not wait).
-    pub fn poll(&mut self, timeout: Duration) -> std::io::Result<Readiness> {
+    pub(crate) fn poll(&mut self, timeout: Duration) -> std::io::Result<Readiness> {
         match self.poller.poll(&mut self.events, Some(timeout)) {
             Ok(()) => {}
             // A signal (SIGTERM, SIGINT) interrupts the wait; the loop checks its flag.
@@ -431,7 +431,7 @@ impl ZmqTransport {
     /// two and go on next turn. The frames are read into buffers the transport
     /// keeps, so only the payload is copied out. (`None` leaves the socket read
     /// dry, see [`ZmqTransport::poll`].)
-    pub fn recv_app(&mut self) -> Option<Received<'_>> {
+    pub(crate) fn recv_app(&mut self) -> Option<Received<'_>> {
         let [identity, header, payload] = &mut self.frames;
         let from = match self.reading.take() {
             Some(from) => from,
@@ -491,7 +491,7 @@ impl ZmqTransport {
     /// message for a configured peer whose connection is not up yet is held (at
     /// most `peer_queue_max`, for at most `peer_wait`) and sent by
     /// [`ZmqTransport::retry_held`] once it is.
-    pub fn send(
+    pub(crate) fn send(
         &mut self,
         transmit: Transmit,
         now: Instant,
@@ -512,7 +512,7 @@ impl ZmqTransport {
     /// cannot go: a peer that is not connected (`EHOSTUNREACH`; held instead if
     /// it is a configured one) or whose queue is full (`EAGAIN`: the rest for
     /// that peer fails too).
-    pub fn flush(&mut self, now: Instant) -> Vec<(Transmit, TransmitError)> {
+    pub(crate) fn flush(&mut self, now: Instant) -> Vec<(Transmit, TransmitError)> {
         let mut failed = Vec::new();
         let mut outgoing = std::mem::take(&mut self.outgoing);
         for (&to, queue) in &mut outgoing {
@@ -555,21 +555,21 @@ impl ZmqTransport {
     }
 
     /// Messages held for peers not connected yet.
-    pub fn held(&self) -> usize {
+    pub(crate) fn held(&self) -> usize {
         self.held.values().map(VecDeque::len).sum()
     }
 
     /// Whether anything waits on time here: held messages to retry or fail
     /// ([`ZmqTransport::retry_held`]), connections to close
     /// ([`ZmqTransport::close_retired`]).
-    pub fn waiting(&self) -> bool {
+    pub(crate) fn waiting(&self) -> bool {
         !self.held.is_empty() || !self.retiring.is_empty()
     }
 
     /// Sends what was held for peers that are connected now, in frame sets of
     /// up to `batch_max` as [`ZmqTransport::flush`] does; returns what waited
     /// longer than `peer_wait` (as unreachable) or found a full queue.
-    pub fn retry_held(&mut self, now: Instant) -> Vec<(Transmit, TransmitError)> {
+    pub(crate) fn retry_held(&mut self, now: Instant) -> Vec<(Transmit, TransmitError)> {
         let mut failed = Vec::new();
         let mut held = std::mem::take(&mut self.held);
         for (&to, queue) in &mut held {
@@ -600,7 +600,7 @@ impl ZmqTransport {
     }
 
     /// Gives up on everything held (at shutdown): all of it is unreachable.
-    pub fn fail_held(&mut self) -> Vec<(Transmit, TransmitError)> {
+    pub(crate) fn fail_held(&mut self) -> Vec<(Transmit, TransmitError)> {
         let held = std::mem::take(&mut self.held);
         held.into_values()
             .flatten()
@@ -638,12 +638,12 @@ impl ZmqTransport {
 
     /// The next control request, `[client identity, …frames]`, if one is waiting.
     /// (`None` leaves the socket read dry, see [`ZmqTransport::poll`].)
-    pub fn recv_control(&self) -> Option<Vec<Vec<u8>>> {
+    pub(crate) fn recv_control(&self) -> Option<Vec<Vec<u8>>> {
         self.control.recv_multipart(zmq::DONTWAIT).ok()
     }
 
     /// Answers a control request; a client that went away is ignored.
-    pub fn send_control(&self, frames: Vec<Vec<u8>>) {
+    pub(crate) fn send_control(&self, frames: Vec<Vec<u8>>) {
         let _ = self.control.send_multipart(frames, zmq::DONTWAIT);
     }
 }

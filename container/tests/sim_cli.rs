@@ -135,8 +135,15 @@ fn a_recorded_dev_run_replays_exactly_and_a_different_app_is_told_apart() {
         text(&out.stderr)
     );
 
-    // The same components with other settings behave otherwise: found out.
-    let other = dir.path().join("other.toml");
+    let whole = std::fs::read(recording).unwrap();
+    replays_refuse_what_does_not_fit(dir.path(), recording);
+    recordings_that_are_not_whole_are_told_apart(dir.path(), &whole);
+}
+
+/// A recording replayed with another app: other settings diverge (exit 1),
+/// other components are refused before anything is fed (exit 2).
+fn replays_refuse_what_does_not_fit(dir: &std::path::Path, recording: &str) {
+    let other = dir.join("other.toml");
     let example = std::fs::read_to_string(format!(
         "{}/../components/social.toml",
         env!("CARGO_MANIFEST_DIR")
@@ -162,7 +169,7 @@ fn a_recorded_dev_run_replays_exactly_and_a_different_app_is_told_apart() {
     );
 
     // Other components: refused before replaying anything.
-    let echo = dir.path().join("echo.toml");
+    let echo = dir.join("echo.toml");
     std::fs::write(&echo, "[[component]]\nname = \"echo\"\n").unwrap();
     let out = run(&[
         "sim",
@@ -177,9 +184,12 @@ fn a_recorded_dev_run_replays_exactly_and_a_different_app_is_told_apart() {
         stderr.contains("recorded with the components [\"store\", \"feed\", \"loadgen\"]"),
         "{stderr}"
     );
+}
 
-    // Not a recording at all.
-    let junk = dir.path().join("junk");
+/// Not a recording at all (exit 2), or one whose last record was cut short
+/// (the whole ones replay).
+fn recordings_that_are_not_whole_are_told_apart(dir: &std::path::Path, whole: &[u8]) {
+    let junk = dir.join("junk");
     std::fs::write(&junk, b"\x03\xff\xff\xff").unwrap();
     let out = run(&["sim", "--replay", junk.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
@@ -198,7 +208,6 @@ fn a_recorded_dev_run_replays_exactly_and_a_different_app_is_told_apart() {
     );
 
     // A recording cut short (its process killed mid-write) replays what is whole.
-    let whole = std::fs::read(recording).unwrap();
     std::fs::write(&junk, &whole[..whole.len() - 3]).unwrap();
     let out = run(&["sim", "--replay", junk.to_str().unwrap()]);
     let stdout = text(&out.stdout);

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use exchange_container::config::{self, AppConfig};
+use exchange_container::for_tests::{run_seed, run_seed_with};
 use exchange_container::registry::{Registry, example_registry};
-use exchange_container::sim::{run_seed, run_seed_with};
 use exchange_runtime::Sabotage;
 use exchange_sim::{Faults, SimOptions, SimReport};
 
@@ -155,26 +155,30 @@ fn a_mailbox_that_drops_silently_when_full_is_caught_by_the_accounting_checker()
         honest.violations
     );
     assert!(honest.bounced > 0, "the mailboxes did fill: {honest:?}");
+    // The node's own audit after every input (debug builds) is off, so that
+    // the simulator's checker has to find the defect itself, as in release.
     let broken = run_seed_with(&app, &registry, 3, &options, |config| {
-        config.sabotage = Sabotage::SilentMailboxDrop;
+        config.sabotage = Sabotage::SilentMailboxDropUnaudited;
     });
     let violation = broken.violations.first().expect("the defect is caught");
     assert_eq!(violation.check, "node audit", "{violation:?}");
     assert!(violation.detail.contains("accepted"), "{violation:?}");
 }
 
-/// Found while building the simulator: a node restarted while the store was
-/// down learned no route to the store, and its requests bounced `NoHandler`
-/// forever after. Routes now come from what each node advertises, up or not.
+/// Found while building the simulator (then as seed 5; seed 3 crashes nodes as
+/// often since the network emulator took its own random stream): a node
+/// restarted while the store was down learned no route to the store, and its
+/// requests bounced `NoHandler` forever after. Routes now come from what each
+/// node advertises, up or not.
 #[test]
-fn regression_seed_5_a_restart_while_the_store_is_down_still_routes_to_it() {
+fn regression_a_restart_while_the_store_is_down_still_routes_to_it() {
     let registry = example_registry();
     let app = config::load(None, &registry).expect("the example app");
     let report = run_seed(
         &app,
         &registry,
         3,
-        &SimOptions::new(5, Duration::from_secs(10), Faults::all()),
+        &SimOptions::new(3, Duration::from_secs(10), Faults::all()),
     );
     assert!(report.passed(), "{:?}", report.violations);
     assert!(

@@ -17,18 +17,9 @@
 //! the same seed gives the same run, event for event ([`SimReport::trace_hash`]).
 
 mod faults;
-mod net;
 mod run;
 pub mod swim;
 
+pub use exchange_runtime::netem::{DatagramCounts, FrameCounts, LinkParams};
 pub use faults::{Fault, Faults};
-pub use net::{DatagramCounts, NetCounts, NetParams};
 pub use run::{Builder, Life, SimDiscovery, SimOptions, SimReport, Violation, run};
-
-/// SplitMix64's finaliser: spreads a seed or id over all 64 bits.
-pub(crate) fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}

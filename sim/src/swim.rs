@@ -18,7 +18,7 @@ use exchange_runtime::{NodeId, Time};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::net::{jittered, link_latency};
+use exchange_runtime::netem::{jittered, link_latency, mix};
 
 /// Virtual time starts here (as µs since the Unix epoch), like the app simulator.
 const EPOCH: Time = Time::from_micros(1_000_000_000);
@@ -190,8 +190,7 @@ impl SwimSim {
         );
         settings.seeds = vec![addr(0)];
         settings.set_probe_period(self.options.probe_period);
-        settings.rng_seed =
-            crate::mix(self.options.seed ^ crate::mix(i as u64) ^ self.slots[i].life);
+        settings.rng_seed = mix(self.options.seed ^ mix(i as u64) ^ self.slots[i].life);
         let meta = wire::Member {
             app_endpoint: format!("tcp://{}:7000", addr(i).ip()),
             handles: vec![wire::Handled {

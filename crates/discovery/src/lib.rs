@@ -6,12 +6,12 @@
 //!   before anything is parsed, a timestamp window, a nonce memory against
 //!   replays, refusals counted by reason);
 //! - [`membership`]: SWIM membership and member metadata, driven with the time
-//!   like the runtime's `Node` (no clock, no socket);
-//! - [`routes`]: the capability table, membership events applied to a node's
-//!   router.
+//!   like the runtime's `Node` (no clock, no socket).
+//!
+//! What membership events do to a node's routes is the host's
+//! (`exchange_host::routes`).
 
 pub mod membership;
-pub mod routes;
 pub mod seal;
 
 pub use membership::{

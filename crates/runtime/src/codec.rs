@@ -663,30 +663,40 @@ mod tests {
         }
     }
 
-    fn arbitrary_header() -> impl Strategy<Value = Header> {
-        let kinds = prop_oneof![
+    fn arbitrary_kind() -> impl Strategy<Value = Kind> {
+        prop_oneof![
             Just(Kind::Send),
             Just(Kind::Request),
             Just(Kind::Reply),
             Just(Kind::Publish),
             Just(Kind::Bounce)
-        ];
-        let address = (any::<u64>(), any::<u32>()).prop_map(|(n, c)| Address {
+        ]
+    }
+
+    fn arbitrary_address() -> impl Strategy<Value = Address> {
+        (any::<u64>(), any::<u32>()).prop_map(|(n, c)| Address {
             node: NodeId(n),
             component: ComponentId(c),
-        });
-        let hop = (any::<u64>(), any::<u32>(), any::<u64>()).prop_map(|(n, c, t)| Hop {
+        })
+    }
+
+    fn arbitrary_hop() -> impl Strategy<Value = Hop> {
+        (any::<u64>(), any::<u32>(), any::<u64>()).prop_map(|(n, c, t)| Hop {
             node: NodeId(n),
             component: ComponentId(c),
             at: Time::from_micros(t),
-        });
+        })
+    }
+
+    fn arbitrary_header() -> impl Strategy<Value = Header> {
+        let (kinds, hop) = (arbitrary_kind(), arbitrary_hop());
         (
             (
                 any::<u64>(),
                 "[a-z]{1,8}(\\.[a-z0-9_-]{1,8}){0,3}",
                 kinds,
-                address.clone(),
-                proptest::option::of(address),
+                arbitrary_address(),
+                proptest::option::of(arbitrary_address()),
             ),
             (
                 any::<u64>(),

@@ -3,10 +3,12 @@
 //! A [`Node`] is one container: it hosts [`Component`]s, queues their messages in
 //! bounded mailboxes, routes by name, runs one handler at a time, keeps timers and
 //! pending requests, and accounts for every message it accepts. It performs no
-//! I/O whatsoever: inputs take the time (`handle_*(now, …)`), outputs are polled
-//! ([`Node::poll_output`], [`Node::poll_timeout`]). The container's event loop,
-//! `exchange dev`'s in-memory network ([`mem::MemNetwork`]) and the simulator are
-//! three drivers of the same code.
+//! I/O whatsoever: one [`Input`] at a time arrives with the time
+//! ([`Node::handle`]), outputs are polled ([`Node::poll_output`] until
+//! [`Output::Timeout`]). The container's event loop, `exchange dev` and the
+//! simulator are three drivers of the same code (through `exchange_host`'s
+//! `Host`); the last two carry frames over the same network emulator
+//! ([`netem::Netem`]).
 //!
 //! What this crate is not: it opens no socket, reads no clock, spawns no thread
 //! and draws no unseeded randomness. `container/` does those.
@@ -22,7 +24,7 @@
 //!
 //! ```
 //! use exchange_runtime::{Component, Ctx, HandlerResult, Message, Node, NodeConfig, NodeId, Time};
-//! use exchange_runtime::{ComponentLimits, NoStopwatch, Output};
+//! use exchange_runtime::{ComponentLimits, Input, Output};
 //! use exchange_idl::kv::v1::{Get, GetReply};
 //!
 //! struct Echo;
@@ -55,10 +57,12 @@
 //!     Box::new(move || Box::new(Client { answer: shared.clone() }))).unwrap();
 //!
 //! let now = Time::from_micros(1_000);
-//! node.start(now);
-//! while node.run(now, &mut NoStopwatch) > 0 {}
+//! node.handle(now, Input::Start);
+//! while !node.is_quiet() {
+//!     node.handle(now, Input::Run);
+//! }
 //! assert_eq!(answer.borrow().as_slice(), b"hello");
-//! assert!(node.poll_output().is_none(), "all local: nothing to transmit");
+//! assert!(matches!(node.poll_output(), Output::Timeout(_)), "all local: nothing to transmit");
 //! ```
 
 #![deny(missing_docs)]
@@ -70,10 +74,9 @@ mod component;
 mod ctx;
 mod env;
 mod ids;
-mod mailbox;
-pub mod mem;
 mod message;
 mod minter;
+pub mod netem;
 mod node;
 pub mod record;
 mod router;
@@ -90,10 +93,22 @@ pub use message::{
     BOUNCE_DETAIL_BYTES_MAX, Bounce, BounceReason, ContentType, HOPS_MAX, Header, Hop, Horizon,
     Kind, Message, ReplyTo, TraceContext, bounce_reason_str, kind_str,
 };
+#[cfg(feature = "sabotage")]
+pub use node::Sabotage;
 pub use node::{
-    AddComponentError, ComponentLimits, Event, Node, NodeConfig, Output, Sabotage, TraceOutcome,
-    TraceRecord,
+    AddComponentError, ComponentLimits, Event, Input, InvalidRecord, Node, NodeConfig, Output,
+    TraceOutcome, TraceRecord,
 };
 pub use router::{Destination, Locality, NodeInfo, RouteChange, RouteId, Router};
 pub use time::{NoStopwatch, Stopwatch, Time};
 pub use transport::{Transmit, TransmitError, Transport};
+
+/// SplitMix64's finaliser: spreads a seed or id over all 64 bits. The one
+/// used wherever a seed is derived from another (the emulator, the
+/// simulator, discovery's Bloom filters).
+pub fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}

@@ -43,7 +43,7 @@ pub struct NodeInfo {
 }
 
 /// One change to a node's routes, as discovery learns it from a member's
-/// metadata ([`crate::Node::change_route`] applies it). A driver that records a
+/// metadata (a node takes it as [`crate::Input::Route`]). A driver that records a
 /// node's inputs records these too.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RouteChange {
@@ -235,6 +235,13 @@ impl Router {
             route.remote_handlers.retain(|n| *n != node);
             route.remote_subscribers.retain(|n| *n != node);
         }
+    }
+
+    /// The other nodes known to subscribe to `name`.
+    pub fn remote_subscribers(&self, name: &str) -> &[NodeId] {
+        self.lookup(name).map_or(&[][..], |route| {
+            &self.routes[route.0 as usize].remote_subscribers
+        })
     }
 
     /// Whether `name` has a handler, local or remote.

@@ -17,6 +17,9 @@ impl Time {
     /// The Unix epoch; also "no time" on the wire.
     pub const ZERO: Time = Time(0);
 
+    /// The latest time there is: "never" (see [`crate::Output::Timeout`]).
+    pub const MAX: Time = Time(u64::MAX);
+
     /// A time `micros` microseconds after the Unix epoch.
     pub const fn from_micros(micros: u64) -> Time {
         Time(micros)

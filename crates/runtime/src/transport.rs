@@ -1,11 +1,10 @@
 //! The transport SPI: how drivers carry a node's frames to other nodes.
 //!
 //! The node never calls a transport; it hands out [`Transmit`]s. A driver gives
-//! each to its transport and feeds failures back through
-//! [`crate::Node::handle_transmit_error`], where they become bounces or counted
+//! each to its transport and feeds failures back as
+//! [`crate::Input::TransmitFailed`], where they become bounces or counted
 //! drops. The ZeroMQ transport in `container/` implements [`Transport`]; the
-//! in-memory network ([`crate::mem`]) carries frames itself, inside
-//! [`crate::mem::MemNetwork::step`], and reports failures the same way.
+//! network emulator ([`crate::netem`]) refuses sends the same way.
 
 use bytes::Bytes;
 

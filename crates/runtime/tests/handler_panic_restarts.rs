@@ -83,7 +83,7 @@ fn setup(keys: Vec<&'static str>) -> (exchange_runtime::Node, Log, Log) {
 #[test]
 fn a_panic_bounces_handler_failed_and_restarts_a_fresh_instance() {
     let (mut node, fragile_log, client_log) = setup(vec!["a", "boom", "b"]);
-    node.start(T0);
+    node.handle(T0, Input::Start);
     settle(&mut node, T0);
 
     let handled: Vec<_> = fragile_log
@@ -119,7 +119,7 @@ fn a_panic_bounces_handler_failed_and_restarts_a_fresh_instance() {
         "only the two successful invocations' sends went out"
     );
     let mut restarted = 0;
-    while let Some(output) = node.poll_output() {
+    for output in outputs(&mut node) {
         if let Output::Event(Event::Restarted { reason, .. }) = output {
             assert!(reason.contains("boom requested"));
             restarted += 1;
@@ -135,7 +135,7 @@ fn past_the_restart_intensity_the_component_stays_stopped() {
     let mut keys = vec!["boom"; 11];
     keys.push("after");
     let (mut node, fragile_log, client_log) = setup(keys);
-    node.start(T0);
+    node.handle(T0, Input::Start);
     settle(&mut node, T0);
 
     assert!(fragile_log.borrow().is_empty());
@@ -155,7 +155,8 @@ fn past_the_restart_intensity_the_component_stays_stopped() {
         "{:?}",
         bounces[11].detail
     );
-    let failed = std::iter::from_fn(|| node.poll_output())
+    let failed = outputs(&mut node)
+        .into_iter()
         .filter(|o| matches!(o, Output::Event(Event::Failed { .. })))
         .count();
     assert_eq!(failed, 1);

@@ -28,7 +28,7 @@ fn sends_over_the_limit_bounce_overloaded_and_publishes_are_counted_drops() {
     )
     .unwrap();
 
-    node.start(T0);
+    node.handle(T0, Input::Start);
     settle(&mut node, T0);
 
     assert_eq!(sink_log.borrow().len(), 2, "the sink handled what fit");

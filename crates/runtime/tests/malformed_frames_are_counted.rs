@@ -5,7 +5,7 @@ mod support;
 
 use bytes::Bytes;
 use exchange_runtime::stats::DropReason;
-use exchange_runtime::{ComponentLimits, NodeId};
+use exchange_runtime::{ComponentLimits, Input, NodeId};
 use proptest::prelude::*;
 use support::*;
 
@@ -17,15 +17,29 @@ fn serving_node() -> exchange_runtime::Node {
         recorder(&["work.do"], &log(), true),
     )
     .unwrap();
-    node.start(T0);
+    node.handle(T0, Input::Start);
     node
 }
 
 #[test]
 fn garbage_misaddressed_and_oversize_frames_are_counted_drops() {
     let mut node = serving_node();
-    node.handle_frame(T0, NodeId(9), b"\x0a\xff\xff\xff\xff\xff", Bytes::new());
-    node.handle_frame(T0, NodeId(9), b"", Bytes::new());
+    node.handle(
+        T0,
+        Input::Frame {
+            from: NodeId(9),
+            header: b"\x0a\xff\xff\xff\xff\xff",
+            payload: Bytes::new(),
+        },
+    );
+    node.handle(
+        T0,
+        Input::Frame {
+            from: NodeId(9),
+            header: b"",
+            payload: Bytes::new(),
+        },
+    );
     // A valid envelope addressed to another node.
     let envelope = exchange_idl::exchange::v1::Envelope {
         name: "work.do".into(),
@@ -37,13 +51,23 @@ fn garbage_misaddressed_and_oversize_frames_are_counted_drops() {
         }),
         ..Default::default()
     };
-    node.handle_frame(
+    node.handle(
         T0,
-        NodeId(9),
-        &prost::Message::encode_to_vec(&envelope),
-        Bytes::new(),
+        Input::Frame {
+            from: NodeId(9),
+            header: &prost::Message::encode_to_vec(&envelope),
+            payload: Bytes::new(),
+        },
     );
-    node.handle_frame(T0, NodeId(9), b"", Bytes::from(vec![0; 2 << 20]));
+    let payload = Bytes::from(vec![0; 2 << 20]);
+    node.handle(
+        T0,
+        Input::Frame {
+            from: NodeId(9),
+            header: b"",
+            payload,
+        },
+    );
     settle(&mut node, T0);
 
     assert_eq!(node.stats().frames_in, 4);
@@ -60,7 +84,7 @@ proptest! {
         payload in proptest::collection::vec(any::<u8>(), 0..32),
     ) {
         let mut node = serving_node();
-        node.handle_frame(T0, NodeId(9), &header, Bytes::from(payload));
+        node.handle(T0, Input::Frame { from: NodeId(9), header: &header, payload: Bytes::from(payload) });
         settle(&mut node, T0);
         let node_ended = node.stats().outcomes.dropped_total() + node.stats().outcomes.bounced_total();
         let sink = node.components().next().unwrap().2.clone();

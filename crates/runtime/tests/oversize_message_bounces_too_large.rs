@@ -38,7 +38,7 @@ fn oversize_is_refused_at_the_sender() {
         starter(vec![send(2048), send(16)], &sender_log),
     )
     .unwrap();
-    node.start(T0);
+    node.handle(T0, Input::Start);
     settle(&mut node, T0);
 
     assert_eq!(sink_log.borrow().len(), 1, "only the small message arrived");

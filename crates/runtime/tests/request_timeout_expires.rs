@@ -63,7 +63,7 @@ fn an_unanswered_request_expires_and_the_late_reply_is_counted() {
         1,
     );
 
-    node.start(T0);
+    node.handle(T0, Input::Start);
     settle(&mut node, T0);
     assert!(client_log.borrow().is_empty());
     assert_eq!(
@@ -106,7 +106,7 @@ fn a_request_over_the_pending_limit_bounces_overloaded_and_is_still_answered_onc
         ..NodeConfig::default()
     };
     let (mut node, client_log) = setup(config, 3);
-    node.start(T0);
+    node.handle(T0, Input::Start);
     settle(&mut node, T0);
     let seen = client_log.borrow().clone();
     assert_eq!(

@@ -57,7 +57,7 @@ fn timers_move_cancel_and_are_bounded() {
         }),
     )
     .unwrap();
-    node.start(T0);
+    node.handle(T0, Input::Start);
 
     let mut steps: Vec<Time> = Vec::new();
     while let Some(next) = node.poll_timeout() {

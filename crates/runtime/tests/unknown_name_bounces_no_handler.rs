@@ -27,7 +27,7 @@ fn send_and_request_to_an_unknown_name_bounce_no_handler() {
         starter(actions, &sender_log),
     )
     .unwrap();
-    node.start(T0);
+    node.handle(T0, Input::Start);
     settle(&mut node, T0);
 
     let seen = sender_log.borrow().clone();
@@ -62,7 +62,7 @@ fn waiting_node(wait: Duration, actions: Vec<Action>, seen: &Log) -> exchange_ru
     );
     node.add_component("sender", ComponentLimits::default(), starter(actions, seen))
         .unwrap();
-    node.start(T0);
+    node.handle(T0, Input::Start);
     settle(&mut node, T0);
     node
 }
@@ -80,8 +80,14 @@ fn a_message_waits_for_a_handler_to_appear() {
     assert_eq!(node.status(T0).awaiting_handler, 2);
     assert!(!node.is_idle());
     let later = T0 + Duration::from_secs(2);
-    assert!(node.add_remote_handler(later, "late.comer", NodeId(2)));
-    let sent: Vec<_> = std::iter::from_fn(|| node.poll_output())
+    let handler = RouteChange::Handler {
+        name: "late.comer".into(),
+        node: NodeId(2),
+        handles: true,
+    };
+    node.handle(later, Input::Route(handler));
+    let sent: Vec<_> = outputs(&mut node)
+        .into_iter()
         .filter_map(|output| match output {
             Output::Transmit(transmit) => Some(transmit.to),
             _ => None,
@@ -93,7 +99,7 @@ fn a_message_waits_for_a_handler_to_appear() {
         "both went out once a handler came"
     );
     assert_eq!(node.awaiting_handler(), 0);
-    node.handle_timeout(T0 + Duration::from_secs(6));
+    node.handle(T0 + Duration::from_secs(6), Input::Timeout);
     assert!(seen.borrow().is_empty(), "no bounce after all");
 }
 
@@ -107,14 +113,14 @@ fn a_message_bounces_no_handler_when_its_wait_or_deadline_ends() {
     let mut node = waiting_node(Duration::from_secs(5), actions, &seen);
     // The request waits no longer than its deadline; the send the full wait.
     assert_eq!(node.poll_timeout(), Some(T0 + Duration::from_secs(1)));
-    node.handle_timeout(T0 + Duration::from_secs(1));
+    node.handle(T0 + Duration::from_secs(1), Input::Timeout);
     settle(&mut node, T0 + Duration::from_secs(1));
     assert_eq!(seen.borrow().len(), 1);
     assert!(
         seen.borrow()[0].correlation.is_some(),
         "the request came back first"
     );
-    node.handle_timeout(T0 + Duration::from_secs(5));
+    node.handle(T0 + Duration::from_secs(5), Input::Timeout);
     settle(&mut node, T0 + Duration::from_secs(5));
     let seen = seen.borrow().clone();
     assert_eq!(seen.len(), 2);
@@ -136,7 +142,7 @@ fn draining_bounces_what_waits_for_a_handler() {
         vec![Action::Send("never.there")],
         &seen,
     );
-    node.drain(T0);
+    node.handle(T0, Input::Drain);
     settle(&mut node, T0);
     assert_eq!(seen.borrow().len(), 1);
     assert_eq!(node.awaiting_handler(), 0);
@@ -164,7 +170,7 @@ fn an_invalid_flow_name_bounces_at_the_sender() {
         starter(vec![send], &sender_log),
     )
     .unwrap();
-    node.start(T0);
+    node.handle(T0, Input::Start);
     settle(&mut node, T0);
     let seen = sender_log.borrow().clone();
     assert_eq!(seen.len(), 1);
@@ -182,19 +188,25 @@ fn a_bounce_that_arrives_after_shutdown_is_counted_not_queued() {
     // The sender's transmit failed only after the node stopped (the container
     // gives up on messages held for a peer that never came up).
     let mut node = node(1);
-    node.router_mut().add_remote_handler("far.away", NodeId(2));
+    let handler = RouteChange::Handler {
+        name: "far.away".into(),
+        node: NodeId(2),
+        handles: true,
+    };
+    node.handle(T0, Input::Route(handler));
     node.add_component(
         "sender",
         ComponentLimits::default(),
         starter(vec![Action::Send("far.away")], &log()),
     )
     .unwrap();
-    node.start(T0);
-    let Some(Output::Transmit(transmit)) = node.poll_output() else {
+    node.handle(T0, Input::Start);
+    let Output::Transmit(transmit) = node.poll_output() else {
         panic!("the send goes out");
     };
-    node.shutdown(T0);
-    node.handle_transmit_error(T0, transmit, TransmitError::Unreachable);
+    node.handle(T0, Input::Shutdown);
+    let error = TransmitError::Unreachable;
+    node.handle(T0, Input::TransmitFailed { transmit, error });
     let sender = stats(&node, "sender");
     assert_eq!(sender.accepted, 1, "the bounce reached the sender");
     assert_eq!(sender.outcomes.dropped_for(DropReason::Shutdown), 1);

@@ -9,8 +9,11 @@ use exchange_idl::kv::v1::{Get, GetReply};
 use exchange_runtime::stats::ComponentStats;
 use exchange_runtime::{
     BounceReason, Component, ComponentLimits, CorrelationId, Ctx, Factory, HandlerResult, Kind,
-    Message, NoStopwatch, Node, NodeConfig, NodeId, Payload, SendOptions, Time,
+    Message, Node, NodeConfig, NodeId, Payload, SendOptions, Time,
 };
+
+#[allow(unused_imports)]
+pub use exchange_runtime::{Input, Output, RouteChange};
 
 /// What a component saw.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -162,13 +165,25 @@ pub const T0: Time = Time::from_micros(1_000_000);
 pub fn settle(node: &mut Node, now: Time) {
     for _ in 0..10_000 {
         if node.poll_timeout().is_some_and(|t| t <= now) {
-            node.handle_timeout(now);
+            node.handle(now, Input::Timeout);
         }
-        if node.run(now, &mut NoStopwatch) == 0 {
+        if node.is_quiet() {
             return;
         }
+        node.handle(now, Input::Run);
     }
     panic!("node did not settle in 10000 turns");
+}
+
+/// What the node hands out until its `Output::Timeout`.
+pub fn outputs(node: &mut Node) -> Vec<Output> {
+    let mut outputs = Vec::new();
+    loop {
+        match node.poll_output() {
+            Output::Timeout(_) => return outputs,
+            output => outputs.push(output),
+        }
+    }
 }
 
 /// Every component's counters add up: accepted = handled + bounced + dropped + queued.

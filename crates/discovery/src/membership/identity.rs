@@ -1,0 +1,34 @@
+//! A member's identity as SWIM knows it.
+
+use std::net::SocketAddr;
+
+/// A member as SWIM knows it: where it listens for discovery, which node it is
+/// and which life of that node.
+#[derive(Clone, PartialEq, Eq, Debug, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Identity {
+    /// Its discovery address (UDP).
+    pub addr: SocketAddr,
+    /// Its node id.
+    pub node: u64,
+    /// Which life: greater after every restart or rejoin.
+    pub life: u64,
+}
+
+impl foca::Identity for Identity {
+    type Addr = SocketAddr;
+
+    fn renew(&self) -> Option<Self> {
+        Some(Identity {
+            life: self.life.wrapping_add(1),
+            ..self.clone()
+        })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        (self.life, self.node) > (adversary.life, adversary.node)
+    }
+}

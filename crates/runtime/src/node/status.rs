@@ -1,0 +1,140 @@
+//! What a node says of itself: its status for the control plane, and the
+//! audit of what it promises between any two inputs.
+
+use exchange_idl::exchange::v1::control;
+
+use super::Node;
+use crate::time::Time;
+
+impl Node {
+    /// The node's status, as the control plane reports it.
+    pub fn status(&self, now: Time) -> control::NodeStatus {
+        let components = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(index, slot)| {
+                let mailbox = self.queue.mailbox(crate::ComponentId(index as u32));
+                control::ComponentStatus {
+                    name: slot.name.to_string(),
+                    index: index as u32,
+                    accepted: slot.stats.accepted,
+                    handled: slot.stats.handled,
+                    bounced: slot.stats.outcomes.bounced(),
+                    dropped: slot.stats.outcomes.dropped(),
+                    restarts: slot.stats.restarts,
+                    queue_len: mailbox.len() as u32,
+                    queue_bytes: mailbox.bytes() as u64,
+                    queue_len_max: mailbox.len_max as u32,
+                    queue_bytes_max: mailbox.bytes_max as u64,
+                    queue_len_peak: mailbox.len_peak as u32,
+                    handler_p50_ns: slot.stats.handler_ns_at(0.5),
+                    response_p50_us: slot.stats.response_us_at(0.5),
+                    response_p99_us: slot.stats.response_us_at(0.99),
+                    handler_p99_ns: slot.stats.handler_ns_at(0.99),
+                    timers_fired: slot.stats.timers_fired,
+                    returned: slot.stats.returned.bounced(),
+                    effects_refused: slot.stats.effects_refused,
+                    requests_sent: slot.stats.requests_sent,
+                    responses_received: slot.stats.responses_received,
+                }
+            })
+            .collect();
+        control::NodeStatus {
+            node: self.id.0,
+            name: self.name.clone(),
+            at_us: now.as_micros(),
+            components,
+            node_dropped: self.stats.outcomes.dropped(),
+            node_bounced: self.stats.outcomes.bounced(),
+            frames_in: self.stats.frames_in,
+            frames_out: self.stats.frames_out,
+            pending_requests: self.pending.len() as u32,
+            awaiting_handler: self.awaiting.len() as u32,
+            // The driver fills in what it runs beside the node.
+            discovery: None,
+        }
+    }
+
+    /// Checks what the node promises between any two inputs; returns the
+    /// first that does not hold. Cheap: a debug build runs it after every
+    /// input, and the simulator after every step in any build.
+    ///
+    /// - every message a component accepted has ended (handled, bounced or
+    ///   dropped, each counted) or is still queued for it;
+    /// - no mailbox holds more than its limit of messages admitted under it
+    ///   (responses, admitted past it, aside);
+    /// - no request was past its deadline, without a reply or bounce, when
+    ///   the last [`Input::Timeout`](crate::Input::Timeout) was handled;
+    /// - the node's paired records (run queue and mailbox counts, timers,
+    ///   pending requests, messages waiting for a handler) agree.
+    pub fn audit(&self) -> Result<(), String> {
+        for (index, slot) in self.slots.iter().enumerate() {
+            let mailbox = self.queue.mailbox(crate::ComponentId(index as u32));
+            let queued = mailbox.len() as u64;
+            if slot.stats.unresolved() != queued {
+                return Err(format!(
+                    "{}: accepted {} but handled {}, bounced {}, dropped {} and {queued} queued",
+                    slot.name,
+                    slot.stats.accepted,
+                    slot.stats.handled,
+                    slot.stats.outcomes.bounced_total(),
+                    slot.stats.outcomes.dropped_total(),
+                ));
+            }
+            if !mailbox.within_bounds() {
+                return Err(format!(
+                    "{}: {queued} messages queued, over its limit of {}",
+                    slot.name, mailbox.len_max
+                ));
+            }
+        }
+        if let Some((deadline, correlation)) = self.pending.overdue(self.timed_out_at) {
+            return Err(format!(
+                "request {} is past its deadline ({deadline}) at {} with no reply or bounce",
+                correlation.0, self.timed_out_at
+            ));
+        }
+        let agree = [
+            ("the run queue and the mailboxes", self.queue.counts_agree()),
+            ("the timers", self.timers.counts_agree()),
+            ("the pending requests", self.pending.counts_agree()),
+            ("the handler wait", self.awaiting.counts_agree()),
+        ];
+        if let Some((what, _)) = agree.iter().find(|(_, agree)| !agree) {
+            return Err(format!("the counts of {what} disagree"));
+        }
+        Ok(())
+    }
+
+    /// Checks every component's own [`Component::invariants`](crate::Component::invariants)
+    /// (which may walk its whole state: the simulator calls this every 100 ms
+    /// of virtual time and at the end of each phase).
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for slot in &self.slots {
+            slot.instance
+                .invariants()
+                .map_err(|broken| format!("{}: {broken}", slot.name))?;
+        }
+        Ok(())
+    }
+
+    /// Whether the node audits itself after every input (debug builds), i.e.
+    /// no sabotage that asks it not to is on.
+    pub(super) fn audits(&self) -> bool {
+        #[cfg(feature = "sabotage")]
+        if self.config.sabotage == super::Sabotage::SilentMailboxDropUnaudited {
+            return false;
+        }
+        true
+    }
+
+    /// Whether a deliberate defect drops a message that found its mailbox full.
+    pub(super) fn sabotaged(&self) -> bool {
+        #[cfg(feature = "sabotage")]
+        if self.config.sabotage != super::Sabotage::None {
+            return true;
+        }
+        false
+    }
+}
