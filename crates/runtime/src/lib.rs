@@ -96,8 +96,8 @@ pub use message::{
 #[cfg(feature = "sabotage")]
 pub use node::Sabotage;
 pub use node::{
-    AddComponentError, ComponentLimits, Event, Input, InvalidRecord, Node, NodeConfig, Output,
-    TraceOutcome, TraceRecord,
+    AddComponentError, Broken, ComponentLimits, Event, Input, InvalidRecord, Node, NodeConfig,
+    Output, TraceOutcome, TraceRecord,
 };
 pub use router::{Destination, Locality, NodeInfo, RouteChange, RouteId, Router};
 pub use time::{NoStopwatch, Stopwatch, Time};

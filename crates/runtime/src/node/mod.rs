@@ -58,6 +58,7 @@ pub use config::Sabotage;
 pub use config::{ComponentLimits, NodeConfig};
 pub use input::{Input, InvalidRecord};
 pub use output::{Event, Output, TraceOutcome, TraceRecord};
+pub use status::Broken;
 
 use awaiting::HandlerWait;
 use pending::PendingRequests;

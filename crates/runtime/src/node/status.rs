@@ -6,6 +6,56 @@ use exchange_idl::exchange::v1::control;
 use super::Node;
 use crate::time::Time;
 
+/// A promise the node broke (see [`Node::audit`]): a bug in the node, never
+/// something a peer or operator can cause. Nothing was changed by finding it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Broken {
+    /// A component accepted a message that neither ended nor is queued.
+    #[error(
+        "{component}: accepted {accepted} but handled {handled}, bounced {bounced}, dropped {dropped} and {queued} queued"
+    )]
+    Accounting {
+        /// The component.
+        component: String,
+        /// Messages it accepted.
+        accepted: u64,
+        /// Of those, handled.
+        handled: u64,
+        /// Bounced.
+        bounced: u64,
+        /// Dropped and counted.
+        dropped: u64,
+        /// Still queued.
+        queued: u64,
+    },
+    /// A mailbox holds more than its limit of messages admitted under it.
+    #[error("{component}: {queued} messages queued, over its limit of {limit}")]
+    OverLimit {
+        /// The component.
+        component: String,
+        /// Messages queued.
+        queued: u64,
+        /// Its limit.
+        limit: usize,
+    },
+    /// A request is past its deadline with no reply or bounce.
+    #[error(
+        "request {correlation} is past its deadline ({deadline}) at {at} with no reply or bounce"
+    )]
+    Overdue {
+        /// The request's correlation id.
+        correlation: u64,
+        /// Its deadline.
+        deadline: Time,
+        /// When the last timeout was handled.
+        at: Time,
+    },
+    /// Two records the node keeps in step do not agree.
+    #[error("the counts of {0} disagree")]
+    Disagree(&'static str),
+}
+
 impl Node {
     /// The node's status, as the control plane reports it.
     pub fn status(&self, now: Time) -> control::NodeStatus {
@@ -68,32 +118,34 @@ impl Node {
     ///   the last [`Input::Timeout`](crate::Input::Timeout) was handled;
     /// - the node's paired records (run queue and mailbox counts, timers,
     ///   pending requests, messages waiting for a handler) agree.
-    pub fn audit(&self) -> Result<(), String> {
+    pub fn audit(&self) -> Result<(), Broken> {
         for (index, slot) in self.slots.iter().enumerate() {
             let mailbox = self.queue.mailbox(crate::ComponentId(index as u32));
             let queued = mailbox.len() as u64;
             if slot.stats.unresolved() != queued {
-                return Err(format!(
-                    "{}: accepted {} but handled {}, bounced {}, dropped {} and {queued} queued",
-                    slot.name,
-                    slot.stats.accepted,
-                    slot.stats.handled,
-                    slot.stats.outcomes.bounced_total(),
-                    slot.stats.outcomes.dropped_total(),
-                ));
+                return Err(Broken::Accounting {
+                    component: slot.name.to_string(),
+                    accepted: slot.stats.accepted,
+                    handled: slot.stats.handled,
+                    bounced: slot.stats.outcomes.bounced_total(),
+                    dropped: slot.stats.outcomes.dropped_total(),
+                    queued,
+                });
             }
             if !mailbox.within_bounds() {
-                return Err(format!(
-                    "{}: {queued} messages queued, over its limit of {}",
-                    slot.name, mailbox.len_max
-                ));
+                return Err(Broken::OverLimit {
+                    component: slot.name.to_string(),
+                    queued,
+                    limit: mailbox.len_max,
+                });
             }
         }
         if let Some((deadline, correlation)) = self.pending.overdue(self.timed_out_at) {
-            return Err(format!(
-                "request {} is past its deadline ({deadline}) at {} with no reply or bounce",
-                correlation.0, self.timed_out_at
-            ));
+            return Err(Broken::Overdue {
+                correlation: correlation.0,
+                deadline,
+                at: self.timed_out_at,
+            });
         }
         let agree = [
             ("the run queue and the mailboxes", self.queue.counts_agree()),
@@ -101,10 +153,10 @@ impl Node {
             ("the pending requests", self.pending.counts_agree()),
             ("the handler wait", self.awaiting.counts_agree()),
         ];
-        if let Some((what, _)) = agree.iter().find(|(_, agree)| !agree) {
-            return Err(format!("the counts of {what} disagree"));
+        match agree.iter().find(|(_, agree)| !agree) {
+            Some((what, _)) => Err(Broken::Disagree(what)),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Checks every component's own [`Component::invariants`](crate::Component::invariants)
