@@ -73,6 +73,8 @@ pub mod codec;
 mod component;
 mod ctx;
 mod env;
+#[cfg(feature = "testing")]
+pub mod fuzz;
 mod ids;
 mod message;
 mod minter;
@@ -93,7 +95,7 @@ pub use message::{
     BOUNCE_DETAIL_BYTES_MAX, Bounce, BounceReason, ContentType, HOPS_MAX, Header, Hop, Horizon,
     Kind, Message, ReplyTo, TraceContext, bounce_reason_str, kind_str,
 };
-#[cfg(feature = "sabotage")]
+#[cfg(feature = "testing")]
 pub use node::Sabotage;
 pub use node::{
     AddComponentError, Broken, ComponentLimits, Event, Input, InvalidRecord, Node, NodeConfig,

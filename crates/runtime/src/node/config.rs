@@ -37,13 +37,13 @@ pub struct NodeConfig {
     pub awaiting_max: usize,
     /// Deliberate defects, for proving that checkers can fail. Only with the
     /// crate's `sabotage` feature, which only tests turn on.
-    #[cfg(feature = "sabotage")]
+    #[cfg(feature = "testing")]
     pub sabotage: Sabotage,
 }
 
 /// Deliberate defects a test can switch on to prove a checker catches them
 /// (the crate's `sabotage` feature).
-#[cfg(feature = "sabotage")]
+#[cfg(feature = "testing")]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Sabotage {
     /// None: the node as built.
@@ -71,7 +71,7 @@ impl Default for NodeConfig {
             incarnation: 0,
             handler_wait: Duration::ZERO,
             awaiting_max: 10_000,
-            #[cfg(feature = "sabotage")]
+            #[cfg(feature = "testing")]
             sabotage: Sabotage::None,
         }
     }

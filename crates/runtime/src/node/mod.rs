@@ -53,7 +53,7 @@ use crate::router::{RouteId, Router};
 use crate::stats::{ComponentStats, NodeStats};
 use crate::time::{NoStopwatch, Stopwatch, Time};
 
-#[cfg(feature = "sabotage")]
+#[cfg(feature = "testing")]
 pub use config::Sabotage;
 pub use config::{ComponentLimits, NodeConfig};
 pub use input::{Input, InvalidRecord};

@@ -174,7 +174,7 @@ impl Node {
     /// Whether the node audits itself after every input (debug builds), i.e.
     /// no sabotage that asks it not to is on.
     pub(super) fn audits(&self) -> bool {
-        #[cfg(feature = "sabotage")]
+        #[cfg(feature = "testing")]
         if self.config.sabotage == super::Sabotage::SilentMailboxDropUnaudited {
             return false;
         }
@@ -183,7 +183,7 @@ impl Node {
 
     /// Whether a deliberate defect drops a message that found its mailbox full.
     pub(super) fn sabotaged(&self) -> bool {
-        #[cfg(feature = "sabotage")]
+        #[cfg(feature = "testing")]
         if self.config.sabotage != super::Sabotage::None {
             return true;
         }
