@@ -108,10 +108,12 @@ impl Node {
             // A response is admitted past the mailbox limits: there is at most one
             // per pending request, and pending requests are bounded. This is what
             // lets every request end in a reply or a bounce even under overload.
-            return self.queue.push_message(id, message);
+            let size = message.size_bytes();
+            return self.queue.push_message(id, size, message);
         }
-        if self.queue.admits(id, message.size_bytes()) {
-            self.queue.push_message(id, message);
+        let size = message.size_bytes();
+        if self.queue.admits(id, size) {
+            self.queue.push_message(id, size, message);
         } else if self.sabotaged() {
             // The defect the accounting checks must catch: gone, uncounted.
         } else {
@@ -224,7 +226,8 @@ impl Node {
             header: self.minter.boxed(header),
             payload: Bytes::new(),
         };
-        self.queue.push_message(pending.component, message);
+        let size = message.size_bytes();
+        self.queue.push_message(pending.component, size, message);
     }
 
     #[inline]

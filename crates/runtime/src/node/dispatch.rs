@@ -105,13 +105,22 @@ impl Node {
     /// Dispatches up to `dispatch_per_turn_max` items, timing each handler with
     /// the node's stopwatch.
     pub(super) fn run(&mut self) {
-        self.stopwatch.lap();
+        let Some(mut stopwatch) = self.stopwatch.take() else {
+            for _ in 0..self.config.dispatch_per_turn_max {
+                if self.dispatch().is_none() {
+                    break;
+                }
+            }
+            return;
+        };
+        stopwatch.lap();
         for _ in 0..self.config.dispatch_per_turn_max {
             let Some(id) = self.dispatch() else { break };
-            if let Some(elapsed) = self.stopwatch.lap() {
+            if let Some(elapsed) = stopwatch.lap() {
                 self.slots[id.index()].stats.record_handler_time(elapsed);
             }
         }
+        self.stopwatch = Some(stopwatch);
     }
 
     /// Handles the next queued item (first come, first served across the node).

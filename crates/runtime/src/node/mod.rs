@@ -51,7 +51,7 @@ use crate::ids::{ComponentId, InvalidName, Name, NodeId, validate_name};
 use crate::minter::Minter;
 use crate::router::{RouteId, Router};
 use crate::stats::{ComponentStats, NodeStats};
-use crate::time::{NoStopwatch, Stopwatch, Time};
+use crate::time::{Stopwatch, Time};
 
 #[cfg(feature = "testing")]
 pub use config::Sabotage;
@@ -139,7 +139,8 @@ pub struct Node {
     /// Headers are encoded into blocks of this buffer (see `encode_header_into`).
     encode_buf: BytesMut,
     stats: NodeStats,
-    stopwatch: Box<dyn Stopwatch>,
+    /// Lent by the driver to time handlers; none: nothing is timed.
+    stopwatch: Option<Box<dyn Stopwatch>>,
 }
 
 impl Node {
@@ -169,7 +170,7 @@ impl Node {
             minter,
             encode_buf: BytesMut::new(),
             stats: NodeStats::default(),
-            stopwatch: Box::new(NoStopwatch),
+            stopwatch: None,
         }
     }
 
@@ -222,7 +223,7 @@ impl Node {
     /// histograms); what it measures never changes what the node does. The
     /// default measures nothing.
     pub fn set_stopwatch(&mut self, stopwatch: Box<dyn Stopwatch>) {
-        self.stopwatch = stopwatch;
+        self.stopwatch = Some(stopwatch);
     }
 
     // ---- getters ----

@@ -42,10 +42,12 @@ impl Mailbox {
     }
 
     /// Whether a message of `size` bytes fits.
+    #[inline]
     fn admits(&self, size: usize) -> bool {
         self.messages < self.len_max && self.bytes + size <= self.bytes_max
     }
 
+    #[inline]
     fn add(&mut self, size: usize, response: bool) {
         self.messages += 1;
         self.responses += usize::from(response);
@@ -53,6 +55,7 @@ impl Mailbox {
         self.len_peak = self.len_peak.max(self.messages);
     }
 
+    #[inline]
     fn remove(&mut self, size: usize, response: bool) {
         debug_assert!(
             self.messages > 0 && self.bytes >= size,
@@ -106,19 +109,23 @@ impl RunQueue {
     }
 
     /// Messages queued for `id`; 0 for a component that does not exist.
+    #[inline]
     pub(crate) fn len_of(&self, id: ComponentId) -> usize {
         self.mailboxes.get(id.index()).map_or(0, Mailbox::len)
     }
 
     /// Whether `id`'s mailbox has room for a message of `size` bytes.
+    #[inline]
     pub(crate) fn admits(&self, id: ComponentId, size: usize) -> bool {
         self.mailboxes[id.index()].admits(size)
     }
 
-    /// Queues a message for `id`, counted in its mailbox whether or not it fit
-    /// (responses are admitted past the limits; the caller decides).
-    pub(crate) fn push_message(&mut self, id: ComponentId, message: Message) {
-        let size = message.size_bytes();
+    /// Queues a message of `size` bytes (its [`Message::size_bytes`]) for
+    /// `id`, counted in its mailbox whether or not it fit (responses are
+    /// admitted past the limits; the caller decides).
+    #[inline(always)]
+    pub(crate) fn push_message(&mut self, id: ComponentId, size: usize, message: Message) {
+        debug_assert_eq!(size, message.size_bytes());
         self.mailboxes[id.index()].add(size, message.header.is_response());
         self.messages += 1;
         self.items.push_back((id, size, Item::Message(message)));
@@ -126,11 +133,13 @@ impl RunQueue {
     }
 
     /// Queues a timer turn for `id` (not counted in its mailbox).
+    #[inline]
     pub(crate) fn push_timer(&mut self, id: ComponentId, token: u64) {
         self.items.push_back((id, 0, Item::Timer { token }));
     }
 
     /// Takes the next item, uncounting it from its mailbox.
+    #[inline(always)]
     pub(crate) fn pop(&mut self) -> Option<(ComponentId, Item)> {
         let (id, size, item) = self.items.pop_front()?;
         if let Item::Message(message) = &item {
@@ -143,10 +152,12 @@ impl RunQueue {
     }
 
     /// Items queued (messages and timer turns).
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         self.items.len()
     }
 
+    #[inline]
     pub(crate) fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
@@ -182,16 +193,16 @@ mod tests {
         let size = message(100).size_bytes();
         queue.add_mailbox(2, 4 * size);
         assert!(queue.admits(id, size));
-        queue.push_message(id, message(100));
+        queue.push_message(id, size, message(100));
         queue.push_timer(id, 7);
-        queue.push_message(id, message(100));
+        queue.push_message(id, size, message(100));
         assert!(!queue.admits(id, 1), "a third message is over len_max");
         assert!(matches!(queue.pop(), Some((_, Item::Message(_)))));
         assert!(queue.admits(id, size));
         assert!(!queue.admits(id, 3 * size + 1), "over bytes_max");
         assert!(matches!(queue.pop(), Some((_, Item::Timer { token: 7 }))));
-        queue.push_message(id, message(100));
-        queue.push_message(id, message(100));
+        queue.push_message(id, size, message(100));
+        queue.push_message(id, size, message(100));
         let mailbox = queue.mailbox(id);
         assert_eq!(
             (mailbox.len(), mailbox.bytes(), mailbox.len_peak),
