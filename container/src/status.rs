@@ -90,6 +90,7 @@ pub fn to_json(status: &control::NodeStatus) -> serde_json::Value {
             "refused": d.refused, "malformed": d.malformed, "send_errors": d.send_errors,
             "ups": d.ups, "changes": d.changes, "downs": d.downs,
             "downs_held": d.downs_held, "downs_averted": d.downs_averted,
+            "swim_errors": d.swim_errors, "unadvertised": d.unadvertised,
         })),
     })
 }
@@ -154,6 +155,13 @@ pub fn render(status: &control::NodeStatus) -> String {
             ),
             d.malformed
         );
+        if d.swim_errors > 0 || d.unadvertised > 0 {
+            let _ = writeln!(
+                out,
+                "discovery: {} requests refused by SWIM (a bug: please report); {} subscriptions not advertised (metadata full)",
+                d.swim_errors, d.unadvertised
+            );
+        }
     }
     out
 }

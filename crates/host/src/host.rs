@@ -135,7 +135,10 @@ impl Host {
     /// The node's status, with what the membership knows.
     pub fn status(&self, now: Time) -> control::NodeStatus {
         control::NodeStatus {
-            discovery: self.membership.as_ref().map(discovery_status),
+            discovery: self
+                .membership
+                .as_ref()
+                .map(|membership| discovery_status(membership, self.unadvertised)),
             ..self.node.status(now)
         }
     }
@@ -263,8 +266,9 @@ impl Host {
     }
 }
 
-/// What the control plane reports of a membership.
-fn discovery_status(membership: &Membership) -> control::DiscoveryStatus {
+/// What the control plane reports of a membership (and of the subscriptions
+/// it could not advertise).
+fn discovery_status(membership: &Membership, unadvertised: u64) -> control::DiscoveryStatus {
     let stats = membership.stats();
     control::DiscoveryStatus {
         members: membership.members().map(|m| m.meta.node).collect(),
@@ -286,5 +290,7 @@ fn discovery_status(membership: &Membership) -> control::DiscoveryStatus {
         downs: stats.downs,
         downs_held: stats.downs_held,
         downs_averted: stats.downs_averted,
+        swim_errors: stats.swim_errors,
+        unadvertised,
     }
 }

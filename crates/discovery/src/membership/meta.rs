@@ -102,7 +102,8 @@ impl Membership {
     pub(super) fn broadcast_meta(&mut self) {
         let meta = self.local.encode_to_vec();
         // Size was checked when the metadata was set.
-        let _ = self.swim.add_broadcast(&meta);
+        let added = self.swim.add_broadcast(&meta);
+        self.stats.swim_errors += u64::from(added.is_err());
     }
 
     pub(super) fn pull_due(&self, now: Time, node: u64) -> bool {

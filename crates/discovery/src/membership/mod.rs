@@ -186,6 +186,9 @@ pub struct MembershipStats {
     /// Of those, the ones that came back under a new life within it (the
     /// rest went down when it ended).
     pub downs_averted: u64,
+    /// Requests foca refused (a timer, an announce, a leave, a broadcast, a
+    /// configuration): bugs, counted rather than dropped; nothing changed.
+    pub swim_errors: u64,
 }
 
 type Swim = Foca<Identity, foca::PostcardCodec, ChaCha8Rng, MetaBroadcasts>;
@@ -433,7 +436,8 @@ impl Membership {
             }
             let timer = entry.remove();
             // Errors here are foca refusing a stale timer; nothing to undo.
-            let _ = self.swim.handle_timer(timer, &mut self.runtime);
+            let handled = self.swim.handle_timer(timer, &mut self.runtime);
+            self.stats.swim_errors += u64::from(handled.is_err());
         }
         if now >= self.next_tick {
             self.next_tick = now + self.settings.probe_period;
@@ -519,7 +523,8 @@ impl Membership {
         }
         let _ = self.update_meta(now, |meta| meta.leaving = true);
         // Leaving tells a few members directly and lets gossip do the rest.
-        let _ = self.swim.leave_cluster(&mut self.runtime);
+        let left = self.swim.leave_cluster(&mut self.runtime);
+        self.stats.swim_errors += u64::from(left.is_err());
         self.left = true;
         self.settle(now);
     }

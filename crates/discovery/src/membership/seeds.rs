@@ -62,6 +62,7 @@ impl Membership {
             life: 0,
         };
         self.stats.seed_announces += 1;
-        let _ = self.swim.announce(placeholder, &mut self.runtime);
+        let announced = self.swim.announce(placeholder, &mut self.runtime);
+        self.stats.swim_errors += u64::from(announced.is_err());
     }
 }

@@ -58,7 +58,8 @@ impl Membership {
         let members = self.alive.len() + 1;
         if members >= self.sized_for * 2 || members * 2 <= self.sized_for {
             self.sized_for = members;
-            let _ = self.swim.set_config(self.settings.foca_config(members));
+            let configured = self.swim.set_config(self.settings.foca_config(members));
+            self.stats.swim_errors += u64::from(configured.is_err());
         }
     }
 
