@@ -2,8 +2,11 @@
 
 use std::net::SocketAddr;
 
+use exchange_runtime::NodeId;
+
 /// A member as SWIM knows it: where it listens for discovery, which node it is
-/// and which life of that node.
+/// and which life of that node. (The node id is a plain number here: this is
+/// the wire form, postcard-encoded inside foca's messages.)
 #[derive(Clone, PartialEq, Eq, Debug, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Identity {
     /// Its discovery address (UDP).
@@ -12,6 +15,13 @@ pub struct Identity {
     pub node: u64,
     /// Which life: greater after every restart or rejoin.
     pub life: u64,
+}
+
+impl Identity {
+    /// Its node id.
+    pub fn id(&self) -> NodeId {
+        NodeId(self.node)
+    }
 }
 
 impl foca::Identity for Identity {

@@ -5,7 +5,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use exchange_runtime::Time;
+use exchange_runtime::{NodeId, Time};
 use foca::{BroadcastHandler, Invalidates};
 use prost::Message as _;
 use rustc_hash::FxHashMap;
@@ -14,23 +14,36 @@ use super::{DatagramKind, Identity, META_BYTES_MAX, Membership, MetaTooLarge, wi
 
 /// Metadata known of other nodes, shared with the broadcast handler inside
 /// foca (which owns it and gives no access back).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Store {
-    pub(super) this: u64,
+    pub(super) this: NodeId,
     /// This node's current life: metadata of this node id under another life
     /// is a conflict (two processes configured with one id).
     pub(super) life: u64,
-    pub(super) metas: FxHashMap<u64, wire::Member>,
+    pub(super) metas: FxHashMap<NodeId, wire::Member>,
     /// Nodes whose metadata changed since the membership last looked.
-    pub(super) changed: Vec<u64>,
+    pub(super) changed: Vec<NodeId>,
     pub(super) malformed: u64,
     pub(super) conflicts: u64,
 }
 
 impl Store {
+    /// An empty store for node `this` in its life `life`.
+    pub(super) fn new(this: NodeId, life: u64) -> Store {
+        Store {
+            this,
+            life,
+            metas: FxHashMap::default(),
+            changed: Vec::new(),
+            malformed: 0,
+            conflicts: 0,
+        }
+    }
+
     /// Keeps `meta` if it is newer than what is known; returns whether it was.
     pub(super) fn offer(&mut self, meta: wire::Member) -> bool {
-        if meta.node == self.this {
+        let node = NodeId(meta.node);
+        if node == self.this {
             // Its own metadata coming back through gossip is not news.
             if meta.life != self.life {
                 self.conflicts += 1;
@@ -39,11 +52,11 @@ impl Store {
         }
         let newer = self
             .metas
-            .get(&meta.node)
+            .get(&node)
             .is_none_or(|known| (meta.life, meta.version) > (known.life, known.version));
         if newer {
-            self.changed.push(meta.node);
-            self.metas.insert(meta.node, meta);
+            self.changed.push(node);
+            self.metas.insert(node, meta);
         }
         newer
     }
@@ -106,14 +119,14 @@ impl Membership {
         self.stats.swim_errors += u64::from(added.is_err());
     }
 
-    pub(super) fn pull_due(&self, now: Time, node: u64) -> bool {
+    pub(super) fn pull_due(&self, now: Time, node: NodeId) -> bool {
         self.pulled_at
             .get(&node)
             .is_none_or(|at| now.saturating_since(*at) >= self.settings.probe_period * 2)
     }
 
     pub(super) fn pull(&mut self, now: Time, id: &Identity) {
-        self.pulled_at.insert(id.node, now);
+        self.pulled_at.insert(id.id(), now);
         self.stats.pulls += 1;
         self.send(now, id.addr, DatagramKind::Pull, &[]);
     }

@@ -202,9 +202,9 @@ pub struct Membership {
     timer_seq: u64,
     store: Rc<RefCell<Store>>,
     /// SWIM's live members, by node (the greatest life when several).
-    alive: FxHashMap<u64, Identity>,
+    alive: FxHashMap<NodeId, Identity>,
     /// The routable members, as last reported in events.
-    routable: BTreeMap<u64, Member>,
+    routable: BTreeMap<NodeId, Member>,
     opener: Opener,
     rng: ChaCha8Rng,
     local: wire::Member,
@@ -218,14 +218,14 @@ pub struct Membership {
     next_tick: Time,
     next_refresh: Time,
     next_seed_check: Time,
-    pulled_at: FxHashMap<u64, Time>,
+    pulled_at: FxHashMap<NodeId, Time>,
     /// Members SWIM holds suspect, and since when (see `expire_suspects`).
     suspects: FxHashMap<Identity, (foca::Incarnation, Time)>,
     /// When an authentic datagram last came from each address.
     heard: FxHashMap<SocketAddr, Time>,
     /// Routable members SWIM declared down while they were talking to us,
     /// held until the time given (see `reconcile`).
-    held: BTreeMap<u64, Time>,
+    held: BTreeMap<NodeId, Time>,
     load_pending: Option<u32>,
     load_sent_at: Time,
     sized_for: usize,
@@ -256,11 +256,7 @@ impl Membership {
             node: settings.node.0,
             life: settings.life,
         };
-        let store = Rc::new(RefCell::new(Store {
-            this: settings.node.0,
-            life: settings.life,
-            ..Store::default()
-        }));
+        let store = Rc::new(RefCell::new(Store::new(settings.node, settings.life)));
         let swim = Foca::with_custom_broadcast(
             identity,
             settings.foca_config(1),
@@ -326,7 +322,7 @@ impl Membership {
 
     /// A routable member by node id.
     pub fn member(&self, node: NodeId) -> Option<&Member> {
-        self.routable.get(&node.0)
+        self.routable.get(&node)
     }
 
     /// Members SWIM holds alive (with or without metadata yet).

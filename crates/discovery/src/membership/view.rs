@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use exchange_runtime::Time;
+use exchange_runtime::{NodeId, Time};
 
 use super::*;
 
@@ -35,7 +35,7 @@ impl Membership {
         let missing: Vec<Identity> = self
             .alive
             .values()
-            .filter(|id| !self.routable.contains_key(&id.node) && self.pull_due(now, id.node))
+            .filter(|id| !self.routable.contains_key(&id.id()) && self.pull_due(now, id.id()))
             .take(64)
             .cloned()
             .collect();
@@ -103,7 +103,7 @@ impl Membership {
     /// Takes what foca produced (datagrams, timers, notifications) and brings
     /// the routable view up to date, queueing events.
     pub(super) fn settle(&mut self, now: Time) {
-        let mut touched: Vec<u64> = Vec::new();
+        let mut touched: Vec<NodeId> = Vec::new();
         while let Some((to, data)) = self.runtime.to_send() {
             self.send(now, to.addr, DatagramKind::Swim, &data);
         }
@@ -134,33 +134,33 @@ impl Membership {
         &mut self,
         now: Time,
         notification: OwnedNotification<Identity>,
-        touched: &mut Vec<u64>,
+        touched: &mut Vec<NodeId>,
     ) {
         match notification {
             OwnedNotification::MemberUp(id) => {
-                touched.push(id.node);
+                touched.push(id.id());
                 let newer = self
                     .alive
-                    .get(&id.node)
+                    .get(&id.id())
                     .is_none_or(|known| known.life <= id.life);
                 if newer {
-                    self.alive.insert(id.node, id);
+                    self.alive.insert(id.id(), id);
                 }
             }
             OwnedNotification::MemberDown(id) => {
-                touched.push(id.node);
-                if self.alive.get(&id.node) == Some(&id) {
-                    self.alive.remove(&id.node);
+                touched.push(id.id());
+                if self.alive.get(&id.id()) == Some(&id) {
+                    self.alive.remove(&id.id());
                 }
             }
             OwnedNotification::Rename(before, after) => {
-                touched.push(before.node);
-                touched.push(after.node);
-                if self.alive.get(&before.node) == Some(&before) {
-                    self.alive.remove(&before.node);
+                touched.push(before.id());
+                touched.push(after.id());
+                if self.alive.get(&before.id()) == Some(&before) {
+                    self.alive.remove(&before.id());
                 }
                 if self.swim.iter_members().any(|m| *m.id() == after) {
-                    self.alive.insert(after.node, after);
+                    self.alive.insert(after.id(), after);
                 }
             }
             OwnedNotification::Active => {
@@ -194,7 +194,7 @@ impl Membership {
     }
 
     /// Compares what is known of `node` with what was last reported.
-    pub(super) fn reconcile(&mut self, now: Time, node: u64) {
+    pub(super) fn reconcile(&mut self, now: Time, node: NodeId) {
         let alive = self.alive.get(&node);
         let wanted = {
             let store = self.store.borrow();
@@ -248,7 +248,7 @@ impl Membership {
 
     /// `node`, routable as `before`, is no longer wanted: it goes down at
     /// once, or is held for a grace period.
-    fn went_down(&mut self, now: Time, node: u64, before: &Member) {
+    fn went_down(&mut self, now: Time, node: NodeId, before: &Member) {
         // After a partition heals, the side that was cut off spreads
         // "down" for every member it lost; SWIM makes such a member
         // come back under a new life, and until its metadata for that
