@@ -1,6 +1,6 @@
 //! Membership on its own, at scale: many [`Membership`]s on one thread in
-//! virtual time, over a datagram network with per-link latency, jitter, loss,
-//! partitions, crashes and stalls. Nothing else runs, so a thousand nodes
+//! virtual time, over the network emulator ([`Netem`]: per-link latency,
+//! jitter, loss, partitions), with crashes and stalls. Nothing else runs, so a thousand nodes
 //! simulate quickly; this is what measures discovery's convergence, failure
 //! detection, false suspicions and traffic (`exchange sim --membership`, the
 //! membership tests and benchmark).
@@ -18,7 +18,7 @@ use exchange_runtime::{NodeId, Time};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use exchange_runtime::netem::{jittered, link_latency, mix};
+use exchange_runtime::netem::{LinkParams, Netem, mix};
 
 /// Virtual time starts here (as µs since the Unix epoch), like the app simulator.
 const EPOCH: Time = Time::from_micros(1_000_000_000);
@@ -76,6 +76,16 @@ pub fn node_id(index: usize) -> u64 {
     index as u64 + 1
 }
 
+/// Node `index`'s id on the emulated network.
+fn node(index: usize) -> NodeId {
+    NodeId(node_id(index))
+}
+
+/// The index of the node with id `id` on the emulated network.
+fn index(id: NodeId) -> usize {
+    (id.0 as usize).wrapping_sub(1)
+}
+
 /// Where a node is in its life.
 enum Phase {
     /// Not started yet; starts at this time.
@@ -107,8 +117,9 @@ impl Slot {
     }
 }
 
-/// A datagram on its way.
-type InFlight = Reverse<(Time, u64, usize, usize, Vec<u8>)>;
+/// A datagram that reached a stalled node, waiting for it to resume:
+/// (when, arrival order, to, from, bytes).
+type Backlog = Reverse<(Time, u64, usize, usize, Vec<u8>)>;
 
 /// Counters of a membership simulation.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -128,14 +139,13 @@ pub struct SwimCounts {
 /// The simulation. See the module documentation.
 pub struct SwimSim {
     options: SwimOptions,
-    rng: ChaCha8Rng,
     now: Time,
     seq: u64,
     slots: Vec<Slot>,
-    in_flight: BinaryHeap<InFlight>,
+    net: Netem,
+    /// Datagrams that reached a stalled node, until it resumes.
+    backlog: BinaryHeap<Backlog>,
     wakes: BinaryHeap<Reverse<(Time, usize)>>,
-    /// Which side of a partition each node is on (all 0: no partition).
-    side: Vec<u8>,
     counts: SwimCounts,
     /// When each observer saw each subject go down, for the subjects watched.
     watched: Vec<(usize, Time, Vec<Option<Time>>)>,
@@ -160,14 +170,19 @@ impl SwimSim {
                 wake: None,
             })
             .collect();
+        let params = LinkParams {
+            latency: options.latency,
+            jitter: options.jitter,
+            loss: options.loss,
+            ..LinkParams::calm()
+        };
         let mut sim = SwimSim {
-            rng,
             now: EPOCH,
             seq: 0,
             slots,
-            in_flight: BinaryHeap::new(),
+            net: Netem::new(rng.random(), params),
+            backlog: BinaryHeap::new(),
             wakes: BinaryHeap::new(),
-            side: vec![0; options.nodes],
             counts: SwimCounts::default(),
             watched: Vec::new(),
             key: ClusterKey::new(b"simulated cluster key").expect("long enough"),
@@ -210,8 +225,14 @@ impl SwimSim {
     }
 
     /// Counters so far.
-    pub fn counts(&self) -> &SwimCounts {
-        &self.counts
+    pub fn counts(&self) -> SwimCounts {
+        let datagrams = self.net.datagram_counts();
+        SwimCounts {
+            datagrams: datagrams.sent,
+            bytes: datagrams.bytes,
+            lost: datagrams.lost_total(),
+            ..self.counts.clone()
+        }
     }
 
     /// How many nodes.
@@ -296,21 +317,22 @@ impl SwimSim {
 
     fn run_until(&mut self, end: Time) {
         loop {
-            let datagram = self.in_flight.peek().map(|Reverse(d)| d.0);
+            let datagram = self.net.next_at();
+            let backlog = self.backlog.peek().map(|Reverse(d)| d.0);
             let wake = self.wakes.peek().map(|Reverse(w)| w.0);
-            let next = match (datagram, wake) {
-                (Some(a), Some(b)) => a.min(b),
-                (a, b) => match a.or(b) {
-                    Some(next) => next,
-                    None => break,
-                },
+            let Some(next) = [datagram, backlog, wake].into_iter().flatten().min() else {
+                break;
             };
             if next > end {
                 break;
             }
             self.now = next;
             if datagram == Some(next) {
-                let Reverse((_, _, to, from, bytes)) = self.in_flight.pop().expect("peeked");
+                let datagram = self.net.pop_datagram(next).expect("due");
+                let (to, from) = (index(datagram.to), index(datagram.from));
+                self.deliver(to, from, datagram.bytes);
+            } else if backlog == Some(next) {
+                let Reverse((_, _, to, from, bytes)) = self.backlog.pop().expect("peeked");
                 self.deliver(to, from, bytes);
             } else {
                 let Reverse((at, i)) = self.wakes.pop().expect("peeked");
@@ -324,18 +346,19 @@ impl SwimSim {
     }
 
     fn deliver(&mut self, to: usize, from: usize, bytes: Vec<u8>) {
-        if let Some(until) = self.slots[to].stalled_until
+        if let Some(until) = self.slots.get(to).and_then(|slot| slot.stalled_until)
             && until > self.now
         {
             // A stalled process reads its socket's backlog when it resumes.
             self.seq += 1;
-            self.in_flight
+            self.backlog
                 .push(Reverse((until, self.seq, to, from, bytes)));
             return;
         }
         let now = self.now;
-        let Some(membership) = self.slots[to].membership_mut() else {
-            self.counts.lost += 1;
+        let running = self.slots.get(to).and_then(Slot::membership).is_some();
+        self.net.datagram_arrived(running);
+        let Some(membership) = self.slots.get_mut(to).and_then(Slot::membership_mut) else {
             return;
         };
         membership.handle_datagram(now, addr(from), &bytes);
@@ -382,25 +405,9 @@ impl SwimSim {
             membership.poll_timeout()
         };
         for datagram in out {
-            self.counts.datagrams += 1;
-            self.counts.bytes += datagram.bytes.len() as u64;
-            let Some(to) = index_of(datagram.to).filter(|to| *to < self.slots.len()) else {
-                self.counts.lost += 1;
-                continue;
-            };
-            if self.side[i] != self.side[to]
-                || (self.options.loss > 0.0 && self.rng.random_bool(self.options.loss))
-            {
-                self.counts.lost += 1;
-                continue;
-            }
-            // Symmetric links: the same latency both ways.
-            let (a, b) = (i.min(to) as u64, i.max(to) as u64);
-            let link = link_latency(self.options.seed, self.options.latency, a, b);
-            let latency = jittered(&mut self.rng, link, self.options.jitter);
-            self.seq += 1;
-            self.in_flight
-                .push(Reverse((now + latency, self.seq, to, i, datagram.bytes)));
+            // An address that is no node's arrives nowhere, counted.
+            let to = index_of(datagram.to).map_or(NodeId(0), node);
+            self.net.send_datagram(now, node(i), to, datagram.bytes);
         }
         for event in events {
             if let Event::Down(member) = event {
@@ -466,22 +473,29 @@ impl SwimSim {
         self.slots[i].stalled_until = Some(self.now + span);
     }
 
-    /// Cuts every link between `side` and the rest.
+    /// Cuts every link between `side` and the rest (healing any earlier cut).
     pub fn partition(&mut self, side: &[usize]) {
-        self.side = vec![0; self.slots.len()];
-        for i in side {
-            self.side[*i] = 1;
+        self.net.heal_all();
+        for a in side {
+            for b in (0..self.slots.len()).filter(|b| !side.contains(b)) {
+                self.net.cut(node(*a), node(b));
+            }
         }
     }
 
     /// Restores every link.
     pub fn heal(&mut self) {
-        self.side = vec![0; self.slots.len()];
+        self.net.heal_all();
     }
 
     /// Sets the loss probability from now on.
     pub fn set_loss(&mut self, loss: f64) {
         self.options.loss = loss;
+        let params = LinkParams {
+            loss,
+            ..self.net.params().clone()
+        };
+        self.net.set_params(params);
     }
 
     /// Changes node `i`'s metadata (a name it handles, say).
