@@ -609,12 +609,16 @@ fn run_container(kind: &str, in_flight: u32, transport: &str, placement: &str) -
         .spawn()
         .expect("client");
     std::thread::sleep(WARMUP);
-    let component = |control: &str| {
-        exchange_container::status::fetch(control, Duration::from_secs(2))
-            .ok()
-            .and_then(|status| status.components.into_iter().next())
-            .unwrap_or_default()
-    };
+    // A fetch that fails counts as nothing handled; say so, so that a pair
+    // that measures 0 tells a failed fetch from a stalled container.
+    let component =
+        |control: &str| match exchange_container::status::fetch(control, Duration::from_secs(2)) {
+            Ok(status) => status.components.into_iter().next().unwrap_or_default(),
+            Err(error) => {
+                eprintln!("transport bench: status from {control} failed: {error}");
+                Default::default()
+            }
+        };
     let handled = || component(&server_ctl).handled;
     let (n0, t0) = (handled(), Instant::now());
     let (server_cpu0, client_cpu0) = (cpu_time(server.id()), cpu_time(client.id()));
