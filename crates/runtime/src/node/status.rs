@@ -116,8 +116,8 @@ impl Node {
     ///   (responses, admitted past it, aside);
     /// - no request was past its deadline, without a reply or bounce, when
     ///   the last [`Input::Timeout`](crate::Input::Timeout) was handled;
-    /// - the node's paired records (run queue and mailbox counts, timers,
-    ///   pending requests, messages waiting for a handler) agree.
+    /// - the node's paired records (timers, pending requests, messages
+    ///   waiting for a handler) agree.
     pub fn audit(&self) -> Result<(), Broken> {
         for (index, slot) in self.slots.iter().enumerate() {
             let mailbox = self.queue.mailbox(crate::ComponentId(index as u32));
@@ -148,7 +148,6 @@ impl Node {
             });
         }
         let agree = [
-            ("the run queue and the mailboxes", self.queue.counts_agree()),
             ("the timers", self.timers.counts_agree()),
             ("the pending requests", self.pending.counts_agree()),
             ("the handler wait", self.awaiting.counts_agree()),
