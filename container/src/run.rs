@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use exchange_discovery::Event as MemberEvent;
-use exchange_host::{Host, Output};
+use exchange_host::{Host, Output, routes};
 use exchange_idl::exchange::v1::control;
 use exchange_idl::exchange::v1::record as rec;
-use exchange_runtime::{Input, Node, NodeId, RouteChange, Time, Transmit, TransmitError, record};
+use exchange_runtime::{Input, Node, NodeId, Time, Transmit, TransmitError, record};
 use prost::Message as _;
 
 use crate::clock::{Clock, RealStopwatch};
@@ -47,18 +47,9 @@ pub(crate) fn build_node(
     let mut node = Node::new(NodeId(run.node_id), &name, config);
     crate::config::add_components(&mut node, app, &app.components, registry)?;
     for peer in &app.peers {
-        let node_id = NodeId(peer.node_id);
-        let handlers = peer.handles.iter().map(|name| RouteChange::Handler {
-            name: name.clone(),
-            node: node_id,
-            handles: true,
-        });
-        let subscribers = peer.subscribes.iter().map(|name| RouteChange::Subscriber {
-            name: name.clone(),
-            node: node_id,
-            subscribed: true,
-        });
-        for change in handlers.chain(subscribers) {
+        let handles = peer.handles.iter().map(String::as_str);
+        let subscribes = peer.subscribes.iter().map(String::as_str);
+        for change in routes::static_peer(NodeId(peer.node_id), handles, subscribes) {
             node.handle(Time::ZERO, Input::Route(change));
         }
     }

@@ -17,6 +17,7 @@ use exchange_runtime::record::{self, ReplayError};
 use exchange_runtime::{Event, Input, Node, NodeId, RouteChange, Time};
 
 use crate::host::{Host, Output};
+use crate::routes;
 
 /// What a host of the cluster reported, with its node's id.
 #[derive(Debug)]
@@ -67,12 +68,8 @@ impl Cluster {
         for host in &mut self.hosts {
             let id = host.node().id();
             for (peer, names) in advertised.iter().filter(|(peer, _)| *peer != id) {
-                for name in names {
-                    let change = RouteChange::Handler {
-                        name: name.to_string(),
-                        node: *peer,
-                        handles: true,
-                    };
+                let names = names.iter().map(exchange_runtime::Name::as_str);
+                for change in routes::static_peer(*peer, names, []) {
                     host.handle(now, Input::Route(change));
                 }
             }

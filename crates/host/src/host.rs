@@ -143,12 +143,6 @@ impl Host {
         }
     }
 
-    /// Subscriptions the membership could not advertise: the metadata would
-    /// no longer fit a datagram (see `exchange_discovery::META_BYTES_MAX`).
-    pub fn unadvertised(&self) -> u64 {
-        self.unadvertised
-    }
-
     // ---- inputs ----
 
     /// Hands `input` to the node, recording it first. A [`Input::Run`] with

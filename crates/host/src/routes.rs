@@ -103,6 +103,29 @@ fn remove(before: &Member, after: &wire::Member, sink: &mut impl FnMut(RouteChan
     }
 }
 
+/// What a peer known without discovery (static `[[peer]]` configuration, or a
+/// driver that tells every node of every other) adds to a node's routes: the
+/// names it handles and those it subscribes to.
+pub fn static_peer<'a>(
+    node: NodeId,
+    handles: impl IntoIterator<Item = &'a str>,
+    subscribes: impl IntoIterator<Item = &'a str>,
+) -> impl Iterator<Item = RouteChange> {
+    let handlers = handles.into_iter().map(move |name| RouteChange::Handler {
+        name: name.to_owned(),
+        node,
+        handles: true,
+    });
+    let subscribers = subscribes
+        .into_iter()
+        .map(move |name| RouteChange::Subscriber {
+            name: name.to_owned(),
+            node,
+            subscribed: true,
+        });
+    handlers.chain(subscribers)
+}
+
 /// The metadata a node advertises: the names its components handle (each with
 /// the labels' version) and subscribe to, its endpoints and labels. Load starts at 0.
 pub(crate) fn local_meta(node: &Node, labels: &Labels<'_>) -> wire::Member {

@@ -107,7 +107,8 @@ pub use transport::{Transmit, TransmitError, Transport};
 
 /// SplitMix64's finaliser: spreads a seed or id over all 64 bits. The one
 /// used wherever a seed is derived from another (the emulator, the
-/// simulator, discovery's Bloom filters).
+/// simulator, discovery's Bloom filters, span ids).
+#[inline]
 pub fn splitmix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);

@@ -6,19 +6,12 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::ids::{CorrelationId, NodeId};
 use crate::message::{Header, TraceContext};
+// SplitMix64 is a cheap bijective mix, so span ids from a counter look random
+// (and stay unique per node) without drawing from the RNG per message.
+use crate::splitmix as mix;
 
 /// Spare header boxes kept for reuse, at most.
 const SPARE_HEADERS_MAX: usize = 1024;
-
-/// SplitMix64: a cheap bijective mix, so span ids from a counter look random
-/// (and stay unique per node) without drawing from the RNG per message.
-#[inline]
-fn mix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
 
 /// Mints ids for one node, from its seed. Shared by the node (bounces, expiries)
 /// and the handlers' [`crate::Ctx`] (everything they send).

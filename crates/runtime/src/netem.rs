@@ -20,6 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use rustc_hash::FxHashMap;
 
 use crate::ids::NodeId;
+use crate::splitmix;
 use crate::time::Time;
 use crate::transport::{Transmit, TransmitError};
 
@@ -191,19 +192,17 @@ impl<T> Ord for ByArrival<T> {
     }
 }
 
-pub use crate::splitmix as mix;
-
 /// A link's own latency, fixed for the run: drawn from `range` by a hash of
 /// `seed` and the link's ends (no table: any number of nodes).
-pub fn link_latency(seed: u64, range: (Duration, Duration), from: u64, to: u64) -> Duration {
+fn link_latency(seed: u64, range: (Duration, Duration), from: u64, to: u64) -> Duration {
     let (low, high) = range;
     let span = high.saturating_sub(low).as_micros() as u64 + 1;
-    let draw = mix(seed ^ mix(from ^ to.rotate_left(32)));
+    let draw = splitmix(seed ^ splitmix(from ^ to.rotate_left(32)));
     low + Duration::from_micros(draw % span)
 }
 
 /// `latency` plus up to `jitter`, drawn uniformly.
-pub fn jittered(rng: &mut ChaCha8Rng, latency: Duration, jitter: Duration) -> Duration {
+fn jittered(rng: &mut ChaCha8Rng, latency: Duration, jitter: Duration) -> Duration {
     let jitter = jitter.as_micros() as u64;
     if jitter == 0 {
         return latency;
@@ -239,8 +238,8 @@ impl Netem {
     pub fn new(seed: u64, params: LinkParams) -> Netem {
         Netem {
             params,
-            rng: ChaCha8Rng::seed_from_u64(mix(seed)),
-            latency_seed: mix(seed ^ 0x006c_6174_656e_6379),
+            rng: ChaCha8Rng::seed_from_u64(splitmix(seed)),
+            latency_seed: splitmix(seed ^ 0x006c_6174_656e_6379),
             frames: BinaryHeap::new(),
             datagrams: BinaryHeap::new(),
             queued: FxHashMap::default(),
@@ -259,12 +258,6 @@ impl Netem {
     /// How links behave.
     pub fn params(&self) -> &LinkParams {
         &self.params
-    }
-
-    /// The emulator's RNG, for a driver's own seeded choices (faults): one
-    /// seed then drives the whole run.
-    pub fn rng(&mut self) -> &mut ChaCha8Rng {
-        &mut self.rng
     }
 
     /// Where frames went.
@@ -442,7 +435,7 @@ impl Netem {
     }
 
     /// Whether the link between `a` and `b` is cut.
-    pub fn is_cut(&self, a: NodeId, b: NodeId) -> bool {
+    fn is_cut(&self, a: NodeId, b: NodeId) -> bool {
         self.cuts.contains_key(&link(a, b))
     }
 

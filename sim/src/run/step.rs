@@ -10,8 +10,9 @@ use std::time::Duration;
 use exchange_discovery::{
     ClusterKey, Event as MemberEvent, Settings, in_memory_addr, in_memory_node,
 };
-use exchange_host::{Host, Labels, Output};
-use exchange_runtime::netem::{Datagram, Frame, mix};
+use exchange_host::{Host, Labels, Output, routes};
+use exchange_runtime::netem::{Datagram, Frame};
+use exchange_runtime::splitmix as mix;
 use exchange_runtime::{Event, Input, NodeId, RouteChange, Time};
 
 use super::{INVARIANTS_EVERY, STEPS_PER_INSTANT_MAX, Sim, checks::message_id};
@@ -71,11 +72,8 @@ impl Sim<'_, '_> {
             .iter()
             .filter(|peer| peer.id != self.members[index].id)
             .flat_map(|peer| {
-                peer.names.iter().map(|name| RouteChange::Handler {
-                    name: name.to_string(),
-                    node: peer.id,
-                    handles: true,
-                })
+                let names = peer.names.iter().map(exchange_runtime::Name::as_str);
+                routes::static_peer(peer.id, names, [])
             })
             .collect();
         if let Some(host) = self.members[index].host.as_mut() {
