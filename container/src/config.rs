@@ -179,6 +179,12 @@ pub struct LimitsConfig {
     pub mailbox_len_max: Option<usize>,
     /// Bytes queued at most.
     pub mailbox_bytes_max: Option<usize>,
+    /// Messages admitted per second (0: unlimited).
+    pub rate: Option<u32>,
+    /// Messages admitted at once (0: a tenth of the rate, at least 1).
+    pub burst: Option<u32>,
+    /// Requests awaiting replies at once (0: unlimited).
+    pub in_flight_max: Option<usize>,
     /// Timers set at most.
     pub timers_max: Option<usize>,
     /// Environment entries at most.
@@ -193,6 +199,9 @@ impl LimitsConfig {
         ComponentLimits {
             mailbox_len_max: self.mailbox_len_max.unwrap_or(base.mailbox_len_max),
             mailbox_bytes_max: self.mailbox_bytes_max.unwrap_or(base.mailbox_bytes_max),
+            rate_per_sec: self.rate.unwrap_or(base.rate_per_sec),
+            burst: self.burst.unwrap_or(base.burst),
+            in_flight_max: self.in_flight_max.unwrap_or(base.in_flight_max),
             timers_max: self.timers_max.unwrap_or(base.timers_max),
             env_entries_max: self.env_entries_max.unwrap_or(base.env_entries_max),
             env_bytes_max: self.env_bytes_max.unwrap_or(base.env_bytes_max),
@@ -220,6 +229,13 @@ pub struct NodeSettings {
     /// `NoHandler`.
     #[serde(with = "humantime_serde")]
     pub handler_wait: Duration,
+    /// Items dispatched per loop turn before I/O gets a turn (changeable live).
+    pub dispatch_per_turn_max: usize,
+    /// A component is congested (`exchange.congested` is published) at this
+    /// percentage of its `mailbox_len_max`…
+    pub congested_pct: u8,
+    /// …and no longer (`exchange.decongested`) back down at this one.
+    pub decongested_pct: u8,
 }
 
 impl Default for NodeSettings {
@@ -232,6 +248,9 @@ impl Default for NodeSettings {
             restart_intensity_max: defaults.restart_intensity_max,
             restart_window: defaults.restart_window,
             handler_wait: Duration::from_secs(5),
+            dispatch_per_turn_max: defaults.dispatch_per_turn_max,
+            congested_pct: defaults.congested_pct,
+            decongested_pct: defaults.decongested_pct,
         }
     }
 }
@@ -246,6 +265,9 @@ impl NodeSettings {
             restart_intensity_max: self.restart_intensity_max,
             restart_window: self.restart_window,
             handler_wait: self.handler_wait,
+            dispatch_per_turn_max: self.dispatch_per_turn_max,
+            congested_pct: self.congested_pct,
+            decongested_pct: self.decongested_pct,
             seed,
             ..NodeConfig::default()
         }
@@ -339,6 +361,16 @@ pub enum ConfigError {
         kind: String,
         /// Registered kinds, comma-separated.
         known: String,
+    },
+    /// A limit or node setting is out of range.
+    #[error("config {origin}: {key}: {why}")]
+    Limit {
+        /// The file.
+        origin: String,
+        /// Which key (`component[2].limits`, `node.congested_pct`).
+        key: String,
+        /// What is wrong, with the range.
+        why: String,
     },
     /// A component's settings do not fit its kind.
     #[error("config {origin}: component {name:?} (kind {kind:?}): [component.settings]: {error}")]
@@ -630,6 +662,41 @@ pub fn add_components(
     Ok(())
 }
 
+/// The limits of every component and the node settings with a range: the
+/// key and what is wrong with it, if any is out of range.
+fn check_limits(app: &AppConfig) -> Result<(), (String, String)> {
+    let node = &app.node;
+    if !(1..=100).contains(&node.congested_pct) {
+        let why = format!("{} is out of range (1 to 100)", node.congested_pct);
+        return Err(("node.congested_pct".into(), why));
+    }
+    if node.decongested_pct >= node.congested_pct {
+        let why = format!(
+            "{} must be below node.congested_pct ({})",
+            node.decongested_pct, node.congested_pct
+        );
+        return Err(("node.decongested_pct".into(), why));
+    }
+    let (min, max) = exchange_runtime::Limit::DispatchPerTurnMax.range();
+    if !(min..=max).contains(&(node.dispatch_per_turn_max as u64)) {
+        let why = format!(
+            "{} is out of range ({min} to {max})",
+            node.dispatch_per_turn_max
+        );
+        return Err(("node.dispatch_per_turn_max".into(), why));
+    }
+    let base = app.limits.over(&ComponentLimits::default());
+    base.check()
+        .map_err(|error| ("limits".to_owned(), error.to_string()))?;
+    for (i, component) in app.components.iter().enumerate() {
+        component.limits.over(&base).check().map_err(|error| {
+            let key = format!("component[{i}] ({}).limits", component.name);
+            (key, error.to_string())
+        })?;
+    }
+    Ok(())
+}
+
 /// Where the config came from, for error messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
@@ -687,6 +754,11 @@ fn check(app: &AppConfig, origin: &Origin, registry: &Registry) -> Result<(), Co
     if app.components.is_empty() {
         return Err(ConfigError::NoComponents { origin });
     }
+    check_limits(app).map_err(|(key, why)| ConfigError::Limit {
+        origin: origin.clone(),
+        key,
+        why,
+    })?;
     for (i, component) in app.components.iter().enumerate() {
         if app.components[..i].iter().any(|c| c.name == component.name) {
             return Err(ConfigError::DuplicateName {

@@ -90,6 +90,7 @@ mod transport;
 pub use component::{Component, Factory, HandlerError, HandlerResult};
 pub use ctx::{Ctx, NotARequest, Payload, SendOptions};
 pub use env::{Env, EnvFull};
+pub use exchange_circuit::{Rate, RateError};
 pub use ids::{Address, ComponentId, CorrelationId, InvalidName, Name, NodeId, validate_name};
 pub use message::{
     BOUNCE_DETAIL_BYTES_MAX, Bounce, BounceReason, ContentType, HOPS_MAX, Header, Hop, Horizon,
@@ -98,8 +99,9 @@ pub use message::{
 #[cfg(feature = "testing")]
 pub use node::Sabotage;
 pub use node::{
-    AddComponentError, Broken, ComponentLimits, Event, Input, InvalidRecord, Node, NodeConfig,
-    Output, TraceOutcome, TraceRecord,
+    AddComponentError, Broken, CONGESTED, Capacity, CapacityChange, CapacityError, ComponentLimits,
+    DECONGESTED, Event, Input, InvalidRecord, Limit, Node, NodeConfig, Output, Setting, Source,
+    TraceOutcome, TraceRecord,
 };
 pub use router::{Destination, Locality, NodeInfo, RouteChange, RouteId, Router};
 pub use time::{NoStopwatch, Stopwatch, Time};

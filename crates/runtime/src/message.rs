@@ -1,5 +1,7 @@
 //! Messages as handlers see them: a header (the envelope) and payload bytes.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use smallvec::SmallVec;
 
@@ -44,6 +46,11 @@ pub struct Bounce {
     pub reason: BounceReason,
     /// Free text; never parsed.
     pub detail: Box<str>,
+    /// When the refuser expects a retry could succeed (from the time the
+    /// bounce was made), if it can tell: set on `Overloaded` refusals of a
+    /// full mailbox and on `Throttled` ones (the admission rate); on the wire
+    /// `retry_after_us` (0: no hint).
+    pub retry_after: Option<Duration>,
 }
 
 /// Bounce details are cut to this many bytes, so that a long panic message
@@ -61,7 +68,14 @@ impl Bounce {
         Box::new(Bounce {
             reason,
             detail: detail[..end].into(),
+            retry_after: None,
         })
+    }
+
+    /// The same, with a retry-after hint.
+    pub fn with_retry_after(mut self: Box<Bounce>, retry_after: Option<Duration>) -> Box<Bounce> {
+        self.retry_after = retry_after;
+        self
     }
 }
 
@@ -189,6 +203,11 @@ impl Message {
     /// For a bounce: the note the refusing side left.
     pub fn bounce_detail(&self) -> Option<&str> {
         self.header.bounce.as_ref().map(|b| &*b.detail)
+    }
+
+    /// A bounce's retry-after hint, if the refuser gave one (see [`Bounce::retry_after`]).
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.header.bounce.as_ref()?.retry_after
     }
 
     /// The whole header.

@@ -113,6 +113,29 @@ impl Digest {
             Output::Event(Event::Restarted { component, .. } | Event::Failed { component }) => {
                 hasher.write_u32(component.0);
             }
+            Output::Event(Event::CapacityChanged {
+                component,
+                limit,
+                new,
+                ..
+            }) => {
+                hasher.write_u32(component.map_or(u32::MAX, |id| id.0));
+                hasher.write(limit.name().as_bytes());
+                hasher.write_u64(new.value);
+            }
+            Output::Event(Event::CapacityRefused { error, .. }) => {
+                hasher.write(error.to_string().as_bytes());
+            }
+            Output::Event(Event::Congestion {
+                component,
+                congested,
+                queue_len,
+                ..
+            }) => {
+                hasher.write_u32(component.0);
+                hasher.write_u8(u8::from(*congested));
+                hasher.write_usize(*queue_len);
+            }
             Output::Event(Event::Traced(_)) | Output::Timeout(_) => {}
         }
         self.outputs += 1;

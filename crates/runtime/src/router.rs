@@ -244,6 +244,28 @@ impl Router {
         })
     }
 
+    /// The other nodes known to handle `name`.
+    pub fn remote_handlers(&self, name: &str) -> &[NodeId] {
+        self.lookup(name).map_or(&[][..], |route| {
+            &self.routes[route.0 as usize].remote_handlers
+        })
+    }
+
+    /// Every name with a handler: the name, the local components and the
+    /// other nodes that handle it, in the order the router learnt the names.
+    pub fn handlers(&self) -> impl Iterator<Item = (&Name, &[ComponentId], &[NodeId])> {
+        self.routes
+            .iter()
+            .filter(|route| !route.local_handlers.is_empty() || !route.remote_handlers.is_empty())
+            .map(|route| {
+                (
+                    &route.name,
+                    &route.local_handlers[..],
+                    &route.remote_handlers[..],
+                )
+            })
+    }
+
     /// Whether `name` has a handler, local or remote.
     pub fn has_handler(&self, name: &str) -> bool {
         self.lookup(name).is_some_and(|route| {

@@ -30,11 +30,14 @@ pub enum DropReason {
     NoHandler,
     /// A reply, publish or bounce the transport could not carry.
     Unreachable,
+    /// A publish (or other message that may not bounce) past its receiver's
+    /// admission rate.
+    Throttled,
 }
 
 impl DropReason {
     /// Every reason, in counter order.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::Overloaded,
         DropReason::Expired,
         DropReason::Shutdown,
@@ -44,6 +47,7 @@ impl DropReason {
         DropReason::TooLarge,
         DropReason::NoHandler,
         DropReason::Unreachable,
+        DropReason::Throttled,
     ];
 
     /// The snake-case name used in counters and reports.
@@ -58,6 +62,7 @@ impl DropReason {
             DropReason::TooLarge => "too_large",
             DropReason::NoHandler => "no_handler",
             DropReason::Unreachable => "unreachable",
+            DropReason::Throttled => "throttled",
         }
     }
 
@@ -68,6 +73,7 @@ impl DropReason {
             BounceReason::Expired => DropReason::Expired,
             BounceReason::HandlerFailed => DropReason::HandlerFailed,
             BounceReason::TooLarge => DropReason::TooLarge,
+            BounceReason::Throttled => DropReason::Throttled,
             _ => DropReason::NoHandler,
         }
     }
@@ -209,6 +215,11 @@ impl ComponentStats {
     /// (0.0–1.0), in microseconds; 0 before any.
     pub fn response_us_at(&self, q: f64) -> u64 {
         at_quantile(&self.response_us, q)
+    }
+
+    /// Requests it sent that await a reply or bounce.
+    pub fn in_flight(&self) -> u64 {
+        self.requests_sent.saturating_sub(self.responses_received)
     }
 
     /// Messages accepted and not yet ended (queued), by the counters.

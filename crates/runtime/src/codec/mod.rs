@@ -82,8 +82,8 @@ fn encoded_len_bound(header: &Header) -> usize {
             .as_ref()
             .map_or(0, |bounce| bounce.detail.len());
     // id, kind, correlation, horizon, deadline, trace flags, content type,
-    // bounce reason; three fixed64s; three strings' keys and lengths.
-    8 * SCALAR + 3 * (2 + 8) + 3 * SCALAR + 2 * ADDRESS + header.hops.len() * HOP + strings
+    // bounce reason, retry-after; three fixed64s; three strings' keys and lengths.
+    9 * SCALAR + 3 * (2 + 8) + 3 * SCALAR + 2 * ADDRESS + header.hops.len() * HOP + strings
 }
 
 /// Writes `header` into `out`, which holds at least [`encoded_len_bound`]
@@ -124,6 +124,10 @@ fn encode_fields(header: &Header, out: &mut [u8]) -> usize {
     if let Some(bounce) = &header.bounce {
         w.uint(16, bounce.reason as i32 as u64);
         w.str(17, &bounce.detail);
+        if let Some(retry_after) = bounce.retry_after {
+            // At least 1: zero on the wire means no hint.
+            w.uint(18, (retry_after.as_micros() as u64).max(1));
+        }
     }
     w.len
 }
@@ -287,7 +291,8 @@ fn parse<'a>(bytes: &'a [u8], header: &mut Header) -> Parsed<RawFields<'a>> {
             (15, VARINT) => raw.content_type = varint(&mut buf)? as i32,
             (16, VARINT) => raw.bounce_reason = varint(&mut buf)? as i32,
             (17, LEN) => raw.bounce_detail = string(&mut buf)?,
-            (1..=17, _) => return Err(Malformed::Wire("a known field has the wrong wire type")),
+            (18, VARINT) => raw.retry_after_us = varint(&mut buf)?,
+            (1..=18, _) => return Err(Malformed::Wire("a known field has the wrong wire type")),
             _ => skip(wire_type, &mut buf)?,
         }
     }
@@ -417,6 +422,7 @@ struct RawFields<'a> {
     content_type: i32,
     bounce_reason: i32,
     bounce_detail: &'a str,
+    retry_after_us: u64,
 }
 
 impl RawFields<'_> {
@@ -443,6 +449,8 @@ impl RawFields<'_> {
                 reason: pb::BounceReason::try_from(reason)
                     .map_err(|_| DecodeError::Bounce(reason))?,
                 detail: self.bounce_detail.into(),
+                retry_after: (self.retry_after_us > 0)
+                    .then(|| std::time::Duration::from_micros(self.retry_after_us)),
             })),
             (_, 0) => None,
             (_, reason) => return Err(DecodeError::Bounce(reason)),

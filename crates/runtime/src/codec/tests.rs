@@ -46,6 +46,11 @@ fn to_proto(header: &Header) -> pb::Envelope {
             .as_ref()
             .map(|b| b.detail.to_string())
             .unwrap_or_default(),
+        retry_after_us: header
+            .bounce
+            .as_ref()
+            .and_then(|b| b.retry_after)
+            .map_or(0, |d| d.as_micros() as u64),
     }
 }
 
@@ -81,6 +86,7 @@ fn header() -> Header {
         bounce: Some(Box::new(Bounce {
             reason: pb::BounceReason::Overloaded,
             detail: "full".into(),
+            retry_after: Some(std::time::Duration::from_millis(250)),
         })),
     }
 }
@@ -285,6 +291,7 @@ fn arbitrary_header() -> impl Strategy<Value = Header> {
                         Box::new(Bounce {
                             reason: pb::BounceReason::try_from(reason).unwrap(),
                             detail: detail.into(),
+                            retry_after: None,
                         })
                     }),
                 }

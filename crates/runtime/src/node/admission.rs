@@ -2,6 +2,8 @@
 //! to a mailbox, or refused — bounced to their sender with a reason, or
 //! dropped and counted — and the bounces themselves.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use smallvec::smallvec;
 
@@ -109,15 +111,34 @@ impl Node {
             // per pending request, and pending requests are bounded. This is what
             // lets every request end in a reply or a bounce even under overload.
             let size = message.size_bytes();
-            return self.queue.push_message(id, size, message);
+            return self.enqueue(id, size, message);
         }
         let size = message.size_bytes();
-        if self.queue.admits(id, size) {
-            self.queue.push_message(id, size, message);
-        } else if self.sabotaged() {
-            // The defect the accounting checks must catch: gone, uncounted.
-        } else {
-            self.refuse(id, message, BounceReason::Overloaded, "mailbox full");
+        if !self.queue.admits(id, size) {
+            if self.sabotaged() {
+                // The defect the accounting checks must catch: gone, uncounted.
+                return;
+            }
+            let retry_after = self.queue.mailbox(id).retry_after();
+            let (reason, detail) = (BounceReason::Overloaded, "mailbox full");
+            return self.refuse_with(id, message, reason, detail, Some(retry_after));
+        }
+        let now = self.now.as_micros();
+        if let Some(bucket) = &mut self.slots[id.index()].bucket
+            && let Err(wait_us) = bucket.take(now)
+        {
+            let retry_after = Some(Duration::from_micros(wait_us));
+            let (reason, detail) = (BounceReason::Throttled, "over the admission rate");
+            return self.refuse_with(id, message, reason, detail, retry_after);
+        }
+        self.enqueue(id, size, message);
+    }
+
+    /// Queues an admitted message; reports congestion if it began.
+    #[inline(always)]
+    pub(super) fn enqueue(&mut self, id: ComponentId, size: usize, message: Message) {
+        if self.queue.push_message(id, size, message) {
+            self.congestion(id, true);
         }
     }
 
@@ -129,6 +150,18 @@ impl Node {
         reason: BounceReason,
         detail: &str,
     ) {
+        self.refuse_with(id, message, reason, detail, None);
+    }
+
+    /// [`Node::refuse`] with a retry-after hint for the bounce.
+    pub(super) fn refuse_with(
+        &mut self,
+        id: ComponentId,
+        message: Message,
+        reason: BounceReason,
+        detail: &str,
+        retry_after: Option<Duration>,
+    ) {
         if message.header.is_bounceable() {
             self.slots[id.index()].stats.outcomes.bounce(reason);
             self.trace(id, &message, TraceOutcome::Bounced(reason));
@@ -136,7 +169,8 @@ impl Node {
                 node: self.id,
                 component: id,
             };
-            self.bounce(message, reason, detail, by);
+            let bounce = Bounce::new(reason, detail).with_retry_after(retry_after);
+            self.bounce(message, bounce, by);
         } else {
             self.drop_counted(id, &message, DropReason::for_bounce(reason));
         }
@@ -150,7 +184,7 @@ impl Node {
         };
         if message.header.is_bounceable() {
             self.stats.outcomes.bounce(reason);
-            self.bounce(message, reason, detail, by);
+            self.bounce(message, Bounce::new(reason, detail), by);
         } else {
             self.stats.outcomes.drop(DropReason::for_bounce(reason));
         }
@@ -161,7 +195,7 @@ impl Node {
         self.trace(id, message, TraceOutcome::Dropped(reason));
     }
 
-    fn bounce(&mut self, message: Message, reason: BounceReason, detail: &str, by: Address) {
+    fn bounce(&mut self, message: Message, bounce: Box<Bounce>, by: Address) {
         let Message {
             mut header,
             payload,
@@ -183,7 +217,7 @@ impl Node {
                 at: self.now,
             });
         }
-        header.bounce = Some(Bounce::new(reason, detail));
+        header.bounce = Some(bounce);
         self.route(Message { header, payload }, None);
     }
 
@@ -227,7 +261,7 @@ impl Node {
             payload: Bytes::new(),
         };
         let size = message.size_bytes();
-        self.queue.push_message(pending.component, size, message);
+        self.enqueue(pending.component, size, message);
     }
 
     #[inline]

@@ -35,6 +35,13 @@ pub struct NodeConfig {
     pub handler_wait: Duration,
     /// Messages waiting for a handler at most; more bounce `NoHandler` at once.
     pub awaiting_max: usize,
+    /// A component is congested (the node publishes `exchange.congested`)
+    /// when its mailbox holds this percentage of its `mailbox_len_max`, 1 to
+    /// 100 (at least one message)…
+    pub congested_pct: u8,
+    /// …and no longer (`exchange.decongested`) once it is back down to this
+    /// percentage, below `congested_pct`.
+    pub decongested_pct: u8,
     /// Deliberate defects, for proving that checkers can fail. Only with the
     /// crate's `sabotage` feature, which only tests turn on.
     #[cfg(feature = "testing")]
@@ -57,6 +64,13 @@ pub enum Sabotage {
     SilentMailboxDropUnaudited,
 }
 
+impl NodeConfig {
+    /// The congestion marks (high, low), in percent of a mailbox's bound.
+    pub(super) fn marks(&self) -> (u8, u8) {
+        (self.congested_pct, self.decongested_pct)
+    }
+}
+
 impl Default for NodeConfig {
     fn default() -> Self {
         NodeConfig {
@@ -71,19 +85,32 @@ impl Default for NodeConfig {
             incarnation: 0,
             handler_wait: Duration::ZERO,
             awaiting_max: 10_000,
+            congested_pct: 80,
+            decongested_pct: 50,
             #[cfg(feature = "testing")]
             sabotage: Sabotage::None,
         }
     }
 }
 
-/// Per-component limits. Changeable live later through the control plane.
+/// Per-component limits, as configured. The mailbox bounds, the rate and the
+/// requests in flight change live ([`Input::Capacity`](crate::Input::Capacity));
+/// the rest are fixed for the node's life.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ComponentLimits {
     /// Messages queued at most.
     pub mailbox_len_max: usize,
     /// Bytes queued at most.
     pub mailbox_bytes_max: usize,
+    /// Messages admitted per second (a token bucket); past it they bounce
+    /// `Throttled` with a retry-after. 0: unlimited.
+    pub rate_per_sec: u32,
+    /// Messages admitted at once after a quiet spell; 0: a tenth of the
+    /// rate (at least 1).
+    pub burst: u32,
+    /// Requests awaiting replies at once; more bounce `Overloaded` at once to
+    /// the requester. 0: unlimited (the node's `pending_requests_max` holds).
+    pub in_flight_max: usize,
     /// Timers set at most.
     pub timers_max: usize,
     /// Environment entries at most.
@@ -92,11 +119,22 @@ pub struct ComponentLimits {
     pub env_bytes_max: usize,
 }
 
+impl ComponentLimits {
+    /// Whether the limits the control plane can change are in range (see
+    /// [`Limit::range`](crate::Limit::range)); the first that is not, if any.
+    pub fn check(&self) -> Result<(), crate::CapacityError> {
+        super::Capacity::check_config(self)
+    }
+}
+
 impl Default for ComponentLimits {
     fn default() -> Self {
         ComponentLimits {
             mailbox_len_max: 4096,
             mailbox_bytes_max: 16 << 20,
+            rate_per_sec: 0,
+            burst: 0,
+            in_flight_max: 0,
             timers_max: 1024,
             env_entries_max: 4096,
             env_bytes_max: 1 << 20,

@@ -84,7 +84,7 @@ impl Node {
         self.refuse_awaiting("the node stopped");
         self.state = State::Stopped;
         self.quiesce();
-        while let Some((id, item)) = self.queue.pop() {
+        while let Some((id, item, _)) = self.queue.pop(self.now) {
             let Item::Message(message) = item else {
                 continue;
             };
@@ -102,11 +102,12 @@ impl Node {
         self.pending.clear();
     }
 
-    /// Dispatches up to `dispatch_per_turn_max` items, timing each handler with
+    /// Dispatches up to the dispatch budget's items, timing each handler with
     /// the node's stopwatch.
     pub(super) fn run(&mut self) {
+        let budget = self.dispatch_per_turn.value;
         let Some(mut stopwatch) = self.stopwatch.take() else {
-            for _ in 0..self.config.dispatch_per_turn_max {
+            for _ in 0..budget {
                 if self.dispatch().is_none() {
                     break;
                 }
@@ -114,7 +115,7 @@ impl Node {
             return;
         };
         stopwatch.lap();
-        for _ in 0..self.config.dispatch_per_turn_max {
+        for _ in 0..budget {
             let Some(id) = self.dispatch() else { break };
             if let Some(elapsed) = stopwatch.lap() {
                 self.slots[id.index()].stats.record_handler_time(elapsed);
@@ -126,7 +127,10 @@ impl Node {
     /// Handles the next queued item (first come, first served across the node).
     /// Returns the component that ran, or `None` if nothing is queued.
     fn dispatch(&mut self) -> Option<ComponentId> {
-        let (id, item) = self.queue.pop()?;
+        let (id, item, decongested) = self.queue.pop(self.now)?;
+        if decongested {
+            self.congestion(id, false);
+        }
         match item {
             Item::Timer { token } => {
                 self.slots[id.index()].stats.timers_fired += 1;

@@ -8,7 +8,8 @@
 use bytes::Bytes;
 use exchange_idl::exchange::v1::record::{self as rec, record::Kind};
 
-use crate::ids::{InvalidName, NodeId, validate_name};
+use super::capacity::{CapacityChange, Limit};
+use crate::ids::{ComponentId, InvalidName, NodeId, validate_name};
 use crate::router::{Locality, NodeInfo, RouteChange};
 use crate::transport::{Transmit, TransmitError};
 
@@ -52,6 +53,9 @@ pub enum Input<'a> {
     /// What the node knows of another node changed (from discovery, or static
     /// configuration); a handler added releases messages waiting for one.
     Route(RouteChange),
+    /// A live change of capacity (see [`CapacityChange`]); applies from the
+    /// next message; one that does not check changes nothing.
+    Capacity(CapacityChange),
     /// Cancel every timer, so components start no new work; what is queued or
     /// in flight still runs.
     Quiesce,
@@ -117,6 +121,7 @@ impl From<&Input<'_>> for Kind {
                 })
             }
             Input::Route(change) => Kind::Route(route_record(change)),
+            Input::Capacity(change) => Kind::Capacity(capacity_record(change)),
             Input::Quiesce => Kind::Quiesce(empty),
             Input::Drain => Kind::Drain(empty),
             Input::Shutdown => Kind::Shutdown(empty),
@@ -159,6 +164,7 @@ impl<'a> TryFrom<&'a Kind> for Input<'a> {
                 subscribed: interest.subscribed,
             }),
             Kind::Route(route) => Input::Route(route_change(route)?),
+            Kind::Capacity(capacity) => Input::Capacity(capacity_change(capacity)),
             Kind::Quiesce(_) => Input::Quiesce,
             Kind::Drain(_) => Input::Drain,
             Kind::Shutdown(_) => Input::Shutdown,
@@ -207,6 +213,38 @@ fn route_record(change: &RouteChange) -> rec::Route {
     rec::Route {
         about: about.0,
         change: Some(change),
+    }
+}
+
+fn capacity_record(change: &CapacityChange) -> rec::Capacity {
+    let value = |limit| change.value(limit);
+    rec::Capacity {
+        component: change.component.map(|id| id.0),
+        network: change.network,
+        mailbox_len_max: value(Limit::MailboxLenMax),
+        mailbox_bytes_max: value(Limit::MailboxBytesMax),
+        rate: value(Limit::RatePerSec),
+        burst: value(Limit::Burst),
+        in_flight_max: value(Limit::InFlightMax),
+        dispatch_per_turn_max: value(Limit::DispatchPerTurnMax),
+        by: change.by.clone(),
+    }
+}
+
+/// A recorded capacity change; the node checks its values as it does a live one.
+fn capacity_change(record: &rec::Capacity) -> CapacityChange {
+    CapacityChange {
+        component: record.component.map(ComponentId),
+        network: record.network,
+        values: [
+            record.mailbox_len_max,
+            record.mailbox_bytes_max,
+            record.rate,
+            record.burst,
+            record.in_flight_max,
+            record.dispatch_per_turn_max,
+        ],
+        by: record.by.clone(),
     }
 }
 
@@ -297,6 +335,23 @@ mod tests {
                 info,
             }),
             Input::Route(RouteChange::Gone { node: NodeId(4) }),
+            Input::Capacity(
+                CapacityChange {
+                    component: Some(ComponentId(1)),
+                    network: true,
+                    by: "test".into(),
+                    ..CapacityChange::default()
+                }
+                .set(Limit::RatePerSec, 500)
+                .set(Limit::InFlightMax, 0),
+            ),
+            Input::Capacity(
+                CapacityChange::default()
+                    .set(Limit::DispatchPerTurnMax, 64)
+                    .set(Limit::MailboxLenMax, 10)
+                    .set(Limit::MailboxBytesMax, 4096)
+                    .set(Limit::Burst, 3),
+            ),
             Input::Quiesce,
             Input::Drain,
             Input::Shutdown,

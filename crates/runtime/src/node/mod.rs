@@ -28,6 +28,7 @@
 
 mod admission;
 mod awaiting;
+mod capacity;
 mod config;
 mod dispatch;
 mod input;
@@ -41,6 +42,7 @@ mod timers;
 use std::collections::VecDeque;
 
 use bytes::BytesMut;
+use exchange_circuit::TokenBucket;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -53,6 +55,9 @@ use crate::router::{RouteId, Router};
 use crate::stats::{ComponentStats, NodeStats};
 use crate::time::{Stopwatch, Time};
 
+pub use capacity::{
+    CONGESTED, Capacity, CapacityChange, CapacityError, DECONGESTED, Limit, Setting, Source,
+};
 #[cfg(feature = "testing")]
 pub use config::Sabotage;
 pub use config::{ComponentLimits, NodeConfig};
@@ -83,6 +88,14 @@ pub enum AddComponentError {
     /// Components are added before the node starts.
     #[error("components are added before the node starts")]
     AlreadyStarted,
+    /// A limit out of range.
+    #[error("component {component:?}: {error}")]
+    Limit {
+        /// The component.
+        component: String,
+        /// Which limit, and its range.
+        error: CapacityError,
+    },
 }
 
 /// A component on the node: its instance, what makes a new one, and what it
@@ -95,6 +108,11 @@ struct Slot {
     rng: ChaCha8Rng,
     stats: ComponentStats,
     limits: ComponentLimits,
+    /// The names it handles (the first counts its instances network-wide).
+    handles: Vec<Name>,
+    capacity: Capacity,
+    /// Its admission rate, if it has one.
+    bucket: Option<TokenBucket>,
     failed: bool,
     window_start: Time,
     restarts_in_window: u32,
@@ -139,6 +157,8 @@ pub struct Node {
     /// Headers are encoded into blocks of this buffer (see `encode_header_into`).
     encode_buf: BytesMut,
     stats: NodeStats,
+    /// Items dispatched per [`Input::Run`] at most.
+    dispatch_per_turn: Setting,
     /// Lent by the driver to time handlers; none: nothing is timed.
     stopwatch: Option<Box<dyn Stopwatch>>,
 }
@@ -146,6 +166,17 @@ pub struct Node {
 impl Node {
     /// A node with no components yet.
     pub fn new(id: NodeId, name: &str, config: NodeConfig) -> Node {
+        assert!(
+            (1..=100).contains(&config.congested_pct)
+                && config.decongested_pct < config.congested_pct,
+            "congestion marks out of range: {}% and {}%",
+            config.congested_pct,
+            config.decongested_pct
+        );
+        let dispatch_per_turn = Setting {
+            value: config.dispatch_per_turn_max as u64,
+            source: Source::Config,
+        };
         let minter = Minter::new(
             id,
             config.seed,
@@ -170,6 +201,7 @@ impl Node {
             minter,
             encode_buf: BytesMut::new(),
             stats: NodeStats::default(),
+            dispatch_per_turn,
             stopwatch: None,
         }
     }
@@ -187,6 +219,10 @@ impl Node {
         if self.slots.iter().any(|slot| &*slot.name == name) {
             return Err(AddComponentError::Duplicate(name.to_owned()));
         }
+        limits.check().map_err(|error| AddComponentError::Limit {
+            component: name.to_owned(),
+            error,
+        })?;
         let instance = factory();
         let handles: Vec<String> = instance.handles().iter().map(|h| (*h).to_owned()).collect();
         for handled in &handles {
@@ -199,10 +235,14 @@ impl Node {
         for handled in &handles {
             self.router.add_local_handler(handled, id);
         }
-        self.queue
-            .add_mailbox(limits.mailbox_len_max, limits.mailbox_bytes_max);
+        self.queue.add_mailbox(
+            limits.mailbox_len_max,
+            limits.mailbox_bytes_max,
+            self.config.marks(),
+        );
         self.timers.add_component();
         let seed = self.minter.seed();
+        let capacity = Capacity::from_config(&limits);
         self.slots.push(Slot {
             name: Name::new(name),
             factory,
@@ -210,6 +250,9 @@ impl Node {
             env: Env::new(limits.env_entries_max, limits.env_bytes_max),
             rng: ChaCha8Rng::seed_from_u64(seed),
             stats: ComponentStats::default(),
+            handles: handles.iter().map(|h| self.router.intern(h)).collect(),
+            capacity,
+            bucket: capacity.rate().map(TokenBucket::new),
             limits,
             failed: false,
             window_start: Time::ZERO,
@@ -303,9 +346,7 @@ impl Node {
     /// [`crate::TransmitError::WouldBlock`] at their own node), instead of
     /// filling mailboxes here and bouncing `Overloaded` across the network.
     pub fn intake_room(&self) -> usize {
-        self.config
-            .dispatch_per_turn_max
-            .saturating_sub(self.queue.len())
+        (self.dispatch_per_turn.value as usize).saturating_sub(self.queue.len())
     }
 
     // ---- the input ----
@@ -328,6 +369,7 @@ impl Node {
             Input::Run => self.run(),
             Input::TransmitFailed { transmit, error } => self.transmit_failed(transmit, error),
             Input::Route(change) => self.change_route(change),
+            Input::Capacity(change) => self.change_capacity(change),
             Input::Quiesce => self.quiesce(),
             Input::Drain => self.drain(),
             Input::Shutdown => self.shutdown(),

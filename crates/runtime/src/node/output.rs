@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 
+use super::capacity::{CapacityError, Limit, Setting};
 use crate::ids::{Address, ComponentId, Name};
 use crate::message::{BounceReason, Header};
 use crate::stats::DropReason;
@@ -50,6 +51,40 @@ pub enum Event {
     Failed {
         /// Which.
         component: ComponentId,
+    },
+    /// A limit changed (one event per limit): by a live change, or because a
+    /// network-wide limit's share changed as instances came or went.
+    CapacityChanged {
+        /// Which component; `None` for the node-wide dispatch budget.
+        component: Option<ComponentId>,
+        /// Which limit.
+        limit: Limit,
+        /// Before.
+        old: Setting,
+        /// After.
+        new: Setting,
+        /// Who asked (the change's `by`, or `network share`).
+        by: String,
+    },
+    /// A capacity change did not check; nothing changed.
+    CapacityRefused {
+        /// Why.
+        error: CapacityError,
+        /// Who asked.
+        by: String,
+    },
+    /// A component's mailbox reached its congestion mark (the node also
+    /// publishes `exchange.congested`), or, `congested: false`, fell back to
+    /// the lower mark (`exchange.decongested`).
+    Congestion {
+        /// Which.
+        component: ComponentId,
+        /// Congested (true) or no longer (false).
+        congested: bool,
+        /// Messages queued then.
+        queue_len: usize,
+        /// Its bound.
+        limit: usize,
     },
 }
 

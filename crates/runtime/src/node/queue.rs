@@ -5,9 +5,11 @@
 //! what is queued.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use crate::ids::ComponentId;
 use crate::message::Message;
+use crate::time::Time;
 
 /// What a component is given to handle, in arrival order.
 #[derive(Debug)]
@@ -17,7 +19,9 @@ pub(crate) enum Item {
 }
 
 /// A component's share of the run queue: counted and bounded. Timers do not
-/// count (each component has its own timer limit); messages do, by count and bytes.
+/// count (each component has its own timer limit); messages do, by count and
+/// bytes. The bounds change live; a lowered bound refuses new messages until
+/// the queue is back under it, and what was queued before stays.
 #[derive(Debug)]
 pub(crate) struct Mailbox {
     messages: usize,
@@ -27,18 +31,52 @@ pub(crate) struct Mailbox {
     pub(crate) len_max: usize,
     pub(crate) bytes_max: usize,
     pub(crate) len_peak: usize,
+    /// Messages admitted under a higher bound that a live change lowered,
+    /// still queued: what may exceed `len_max` until they are handled.
+    lowered_from: usize,
+    /// The congestion marks: at `high` messages the component is congested,
+    /// back at `low` it is not.
+    high: usize,
+    low: usize,
+    pub(crate) congested: bool,
+    /// How fast the mailbox drained lately, for the retry-after of a refusal:
+    /// messages taken in the window that began at `window_start`, and the
+    /// rate of the last whole window (0: not known yet).
+    window_start: Time,
+    window_taken: u64,
+    pub(crate) drain_per_sec: u64,
 }
 
+/// The window over which a mailbox's drain rate is measured.
+const DRAIN_WINDOW: Duration = Duration::from_millis(100);
+
 impl Mailbox {
-    fn new(len_max: usize, bytes_max: usize) -> Mailbox {
-        Mailbox {
+    fn new(len_max: usize, bytes_max: usize, marks: (u8, u8)) -> Mailbox {
+        let mut mailbox = Mailbox {
             messages: 0,
             responses: 0,
             bytes: 0,
             len_max,
             bytes_max,
             len_peak: 0,
-        }
+            lowered_from: 0,
+            high: 0,
+            low: 0,
+            congested: false,
+            window_start: Time::ZERO,
+            window_taken: 0,
+            drain_per_sec: 0,
+        };
+        mailbox.set_bounds(len_max, bytes_max, marks);
+        mailbox
+    }
+
+    fn set_bounds(&mut self, len_max: usize, bytes_max: usize, (high_pct, low_pct): (u8, u8)) {
+        self.lowered_from = self.lowered_from.max(self.messages - self.responses);
+        self.len_max = len_max;
+        self.bytes_max = bytes_max;
+        self.high = (len_max * usize::from(high_pct)).div_ceil(100).max(1);
+        self.low = len_max * usize::from(low_pct) / 100;
     }
 
     /// Whether a message of `size` bytes fits.
@@ -47,16 +85,19 @@ impl Mailbox {
         self.messages < self.len_max && self.bytes + size <= self.bytes_max
     }
 
+    /// Counts a message in; true if that made the mailbox congested.
     #[inline]
-    fn add(&mut self, size: usize, response: bool) {
+    fn add(&mut self, size: usize, response: bool) -> bool {
         self.messages += 1;
         self.responses += usize::from(response);
         self.bytes += size;
         self.len_peak = self.len_peak.max(self.messages);
+        !self.congested && self.messages >= self.high
     }
 
+    /// Counts a message out at `now`; true if that ended its congestion.
     #[inline]
-    fn remove(&mut self, size: usize, response: bool) {
+    fn remove(&mut self, size: usize, response: bool, now: Time) -> bool {
         debug_assert!(
             self.messages > 0 && self.bytes >= size,
             "uncounting {size} bytes from {self:?}"
@@ -68,12 +109,22 @@ impl Mailbox {
         self.messages -= 1;
         self.responses -= usize::from(response);
         self.bytes -= size;
+        self.lowered_from = self.lowered_from.min(self.messages - self.responses);
+        self.window_taken += 1;
+        let elapsed = now.saturating_since(self.window_start);
+        if elapsed >= DRAIN_WINDOW {
+            self.drain_per_sec = self.window_taken * 1_000_000 / elapsed.as_micros().max(1) as u64;
+            self.window_start = now;
+            self.window_taken = 0;
+        }
+        self.congested && self.messages <= self.low
     }
 
     /// Whether what was admitted under the limits is within them (responses,
-    /// admitted past them, aside).
+    /// admitted past them, and messages queued before a bound was lowered,
+    /// aside).
     pub(crate) fn within_bounds(&self) -> bool {
-        self.messages - self.responses <= self.len_max
+        self.messages - self.responses <= self.len_max.max(self.lowered_from)
     }
 
     /// Messages queued.
@@ -84,6 +135,18 @@ impl Mailbox {
     /// Bytes queued.
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// How long until a refused message could fit: the messages over the
+    /// bound, at the rate the mailbox drained lately, between 1 ms and 60 s;
+    /// 100 ms while that rate is not known yet.
+    pub(crate) fn retry_after(&self) -> Duration {
+        let excess = (self.messages + 1).saturating_sub(self.len_max).max(1) as u64;
+        match self.drain_per_sec {
+            0 => Duration::from_millis(100),
+            rate => Duration::from_micros(excess * 1_000_000 / rate)
+                .clamp(Duration::from_millis(1), Duration::from_secs(60)),
+        }
     }
 }
 
@@ -97,9 +160,26 @@ pub(crate) struct RunQueue {
 }
 
 impl RunQueue {
-    /// Adds the mailbox of the next component (ids are given in order).
-    pub(crate) fn add_mailbox(&mut self, len_max: usize, bytes_max: usize) {
-        self.mailboxes.push(Mailbox::new(len_max, bytes_max));
+    /// Adds the mailbox of the next component (ids are given in order), with
+    /// its congestion marks in percent of `len_max` (high, low).
+    pub(crate) fn add_mailbox(&mut self, len_max: usize, bytes_max: usize, marks: (u8, u8)) {
+        self.mailboxes.push(Mailbox::new(len_max, bytes_max, marks));
+    }
+
+    /// Changes `id`'s bounds (and so its congestion marks).
+    pub(crate) fn set_bounds(
+        &mut self,
+        id: ComponentId,
+        len_max: usize,
+        bytes_max: usize,
+        marks: (u8, u8),
+    ) {
+        self.mailboxes[id.index()].set_bounds(len_max, bytes_max, marks);
+    }
+
+    /// Marks `id` congested (or not), as the node reported it.
+    pub(crate) fn set_congested(&mut self, id: ComponentId, congested: bool) {
+        self.mailboxes[id.index()].congested = congested;
     }
 
     pub(crate) fn mailbox(&self, id: ComponentId) -> &Mailbox {
@@ -120,12 +200,15 @@ impl RunQueue {
 
     /// Queues a message of `size` bytes (its [`Message::size_bytes`]) for
     /// `id`, counted in its mailbox whether or not it fit (responses are
-    /// admitted past the limits; the caller decides).
+    /// admitted past the limits; the caller decides). True if that made `id`
+    /// congested (the caller reports it and marks it with `set_congested`).
     #[inline(always)]
-    pub(crate) fn push_message(&mut self, id: ComponentId, size: usize, message: Message) {
+    #[must_use]
+    pub(crate) fn push_message(&mut self, id: ComponentId, size: usize, message: Message) -> bool {
         debug_assert_eq!(size, message.size_bytes());
-        self.mailboxes[id.index()].add(size, message.header.is_response());
+        let congested = self.mailboxes[id.index()].add(size, message.header.is_response());
         self.items.push_back((id, size, Item::Message(message)));
+        congested
     }
 
     /// Queues a timer turn for `id` (not counted in its mailbox).
@@ -134,14 +217,18 @@ impl RunQueue {
         self.items.push_back((id, 0, Item::Timer { token }));
     }
 
-    /// Takes the next item, uncounting it from its mailbox.
+    /// Takes the next item at `now`, uncounting it from its mailbox; the
+    /// flag says that ended its component's congestion (the caller reports
+    /// it and marks it with `set_congested`).
     #[inline(always)]
-    pub(crate) fn pop(&mut self) -> Option<(ComponentId, Item)> {
+    pub(crate) fn pop(&mut self, now: Time) -> Option<(ComponentId, Item, bool)> {
         let (id, size, item) = self.items.pop_front()?;
+        let mut decongested = false;
         if let Item::Message(message) = &item {
-            self.mailboxes[id.index()].remove(size, message.header.is_response());
+            decongested =
+                self.mailboxes[id.index()].remove(size, message.header.is_response(), now);
         }
-        Some((id, item))
+        Some((id, item, decongested))
     }
 
     /// Items queued (messages and timer turns).
@@ -174,27 +261,102 @@ mod tests {
         }
     }
 
+    const MARKS: (u8, u8) = (80, 50);
+    const T: Time = Time::from_micros(1_000_000);
+
     #[test]
     fn mailboxes_are_bounded_by_count_and_bytes() {
         let mut queue = RunQueue::default();
         let id = ComponentId(0);
         let size = message(100).size_bytes();
-        queue.add_mailbox(2, 4 * size);
+        queue.add_mailbox(2, 4 * size, MARKS);
         assert!(queue.admits(id, size));
-        queue.push_message(id, size, message(100));
+        let _ = queue.push_message(id, size, message(100));
         queue.push_timer(id, 7);
-        queue.push_message(id, size, message(100));
+        let _ = queue.push_message(id, size, message(100));
         assert!(!queue.admits(id, 1), "a third message is over len_max");
-        assert!(matches!(queue.pop(), Some((_, Item::Message(_)))));
+        assert!(matches!(queue.pop(T), Some((_, Item::Message(_), _))));
         assert!(queue.admits(id, size));
         assert!(!queue.admits(id, 3 * size + 1), "over bytes_max");
-        assert!(matches!(queue.pop(), Some((_, Item::Timer { token: 7 }))));
-        queue.push_message(id, size, message(100));
-        queue.push_message(id, size, message(100));
+        assert!(matches!(
+            queue.pop(T),
+            Some((_, Item::Timer { token: 7 }, _))
+        ));
+        let _ = queue.push_message(id, size, message(100));
+        let _ = queue.push_message(id, size, message(100));
         let mailbox = queue.mailbox(id);
         assert_eq!(
             (mailbox.len(), mailbox.bytes(), mailbox.len_peak),
             (3, 3 * size, 3)
         );
+    }
+
+    #[test]
+    fn a_lowered_bound_keeps_what_is_queued_and_refuses_until_under_it() {
+        let mut queue = RunQueue::default();
+        let id = ComponentId(0);
+        let size = message(0).size_bytes();
+        queue.add_mailbox(10, 1 << 20, MARKS);
+        for _ in 0..8 {
+            let _ = queue.push_message(id, size, message(0));
+        }
+        queue.set_bounds(id, 3, 1 << 20, MARKS);
+        assert!(
+            queue.mailbox(id).within_bounds(),
+            "queued before the change"
+        );
+        assert!(!queue.admits(id, size));
+        for left in (3..8).rev() {
+            queue.pop(T).unwrap();
+            assert_eq!(queue.len_of(id), left);
+            assert!(!queue.admits(id, size), "{left} queued, bound 3");
+        }
+        queue.pop(T).unwrap();
+        assert!(queue.admits(id, size));
+        let _ = queue.push_message(id, size, message(0));
+        let _ = queue.push_message(id, size, message(0));
+        assert!(
+            !queue.mailbox(id).within_bounds(),
+            "admitted past the new bound"
+        );
+    }
+
+    #[test]
+    fn congestion_is_reported_once_at_the_high_mark_and_ends_at_the_low() {
+        let mut queue = RunQueue::default();
+        let id = ComponentId(0);
+        let size = message(0).size_bytes();
+        queue.add_mailbox(10, 1 << 20, MARKS);
+        let crossings: Vec<bool> = (0..10)
+            .map(|_| {
+                let crossed = queue.push_message(id, size, message(0));
+                if crossed {
+                    queue.set_congested(id, true);
+                }
+                crossed
+            })
+            .collect();
+        assert_eq!(crossings.iter().position(|c| *c), Some(7), "at 8 of 10");
+        assert_eq!(crossings.iter().filter(|c| **c).count(), 1);
+        let ends: Vec<bool> = (0..10).map(|_| queue.pop(T).unwrap().2).collect();
+        assert_eq!(ends.iter().position(|e| *e), Some(4), "back at 5 of 10");
+    }
+
+    #[test]
+    fn the_retry_after_follows_the_drain_rate() {
+        let mut queue = RunQueue::default();
+        let id = ComponentId(0);
+        let size = message(0).size_bytes();
+        queue.add_mailbox(10, 1 << 20, MARKS);
+        assert_eq!(queue.mailbox(id).retry_after(), Duration::from_millis(100));
+        for i in 0..=100u64 {
+            let _ = queue.push_message(id, size, message(0));
+            queue.pop(Time::from_micros(i * 1000)).unwrap();
+        }
+        // 1000 a second; one over the bound of a full mailbox: 1 ms.
+        for _ in 0..10 {
+            let _ = queue.push_message(id, size, message(0));
+        }
+        assert_eq!(queue.mailbox(id).retry_after(), Duration::from_millis(1));
     }
 }

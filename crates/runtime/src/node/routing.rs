@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use smallvec::SmallVec;
 
+use super::capacity::Limit;
 use super::output::{Event, Output};
 use super::pending::Pending;
 use super::{Node, State};
@@ -65,6 +66,10 @@ impl Node {
                 let detail = "too many requests awaiting replies";
                 return self.refuse_at_node(message, BounceReason::Overloaded, detail);
             }
+            if self.over_in_flight(message.header.source.component) {
+                let detail = "the component's in_flight_max requests await replies";
+                return self.refuse_at_node(message, BounceReason::Overloaded, detail);
+            }
         }
         if let Some(flow) = &message.header.flow
             && validate_name(flow).is_err()
@@ -77,6 +82,14 @@ impl Node {
             return self.refuse_at_node(message, BounceReason::TooLarge, detail);
         }
         self.route(message, route);
+    }
+
+    /// Whether a component has more requests awaiting replies than its
+    /// `in_flight_max` (the one just registered included).
+    fn over_in_flight(&self, id: ComponentId) -> bool {
+        let slot = &self.slots[id.index()];
+        let max = slot.capacity.get(Limit::InFlightMax).value;
+        max != 0 && slot.stats.in_flight() > max
     }
 
     fn register_request(&mut self, header: &Header) {
@@ -189,33 +202,47 @@ impl Node {
 
     /// Applies one change to the routes; a handler added routes the messages
     /// that were waiting for one.
+    /// A route change; one that adds or removes a handler shares the
+    /// network-wide limits anew (an instance came or went).
     pub(super) fn change_route(&mut self, change: RouteChange) {
-        match change {
+        let instances_changed = match change {
             RouteChange::Handler {
                 name,
                 node,
                 handles: true,
             } => {
-                if self.router.add_remote_handler(&name, node) {
+                let added = self.router.add_remote_handler(&name, node);
+                if added {
                     for message in self.awaiting.release(&name) {
                         self.route(message, None);
                     }
                 }
+                added
             }
             RouteChange::Handler {
                 name,
                 node,
                 handles: false,
-            } => {
-                self.router.remove_remote_handler(&name, node);
-            }
+            } => self.router.remove_remote_handler(&name, node),
             RouteChange::Subscriber {
                 name,
                 node,
                 subscribed,
-            } => self.router.set_remote_subscriber(&name, node, subscribed),
-            RouteChange::Info { node, info } => self.router.set_node_info(node, info),
-            RouteChange::Gone { node } => self.router.remove_node(node),
+            } => {
+                self.router.set_remote_subscriber(&name, node, subscribed);
+                false
+            }
+            RouteChange::Info { node, info } => {
+                self.router.set_node_info(node, info);
+                false
+            }
+            RouteChange::Gone { node } => {
+                self.router.remove_node(node);
+                true
+            }
+        };
+        if instances_changed {
+            self.reshare_capacity();
         }
     }
 }

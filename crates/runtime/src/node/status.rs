@@ -4,7 +4,24 @@
 use exchange_idl::exchange::v1::control;
 
 use super::Node;
+use super::capacity::{Limit, Setting, Source};
+use crate::ids::ComponentId;
 use crate::time::Time;
+
+/// A limit's setting as the control plane reports it.
+fn limit_status(setting: Setting) -> control::Limit {
+    let (source, network_total, instances) = match setting.source {
+        Source::Config => ("config", 0, 0),
+        Source::Live => ("live", 0, 0),
+        Source::Network { total, instances } => ("network", total, instances),
+    };
+    control::Limit {
+        value: setting.value,
+        source: source.to_owned(),
+        network_total,
+        instances,
+    }
+}
 
 /// A promise the node broke (see [`Node::audit`]): a bug in the node, never
 /// something a peer or operator can cause. Nothing was changed by finding it.
@@ -64,7 +81,7 @@ impl Node {
             .iter()
             .enumerate()
             .map(|(index, slot)| {
-                let mailbox = self.queue.mailbox(crate::ComponentId(index as u32));
+                let mailbox = self.queue.mailbox(ComponentId(index as u32));
                 control::ComponentStatus {
                     name: slot.name.to_string(),
                     index: index as u32,
@@ -87,6 +104,7 @@ impl Node {
                     effects_refused: slot.stats.effects_refused,
                     requests_sent: slot.stats.requests_sent,
                     responses_received: slot.stats.responses_received,
+                    capacity: Some(self.capacity_status(ComponentId(index as u32))),
                 }
             })
             .collect();
@@ -103,6 +121,42 @@ impl Node {
             awaiting_handler: self.awaiting.len() as u32,
             // The driver fills in what it runs beside the node.
             discovery: None,
+            dispatch_per_turn_max: Some(limit_status(self.dispatch_per_turn)),
+        }
+    }
+
+    /// A component's limits and their use, as the control plane reports them.
+    /// Panics if there is no such component.
+    pub fn capacity_status(&self, id: ComponentId) -> control::ComponentCapacity {
+        let slot = &self.slots[id.index()];
+        let mailbox = self.queue.mailbox(id);
+        let limit = |limit| Some(limit_status(slot.capacity.get(limit)));
+        control::ComponentCapacity {
+            component: slot.name.to_string(),
+            mailbox_len_max: limit(Limit::MailboxLenMax),
+            mailbox_bytes_max: limit(Limit::MailboxBytesMax),
+            rate: limit(Limit::RatePerSec),
+            burst: limit(Limit::Burst),
+            in_flight_max: limit(Limit::InFlightMax),
+            queue_len: mailbox.len() as u32,
+            queue_bytes: mailbox.bytes() as u64,
+            in_flight: slot.stats.in_flight(),
+            tokens: self.tokens(id),
+            congested: mailbox.congested,
+        }
+    }
+
+    /// The capacity of one component, or of all (`None`), for the control plane.
+    pub fn capacity_reply(&self, component: Option<ComponentId>) -> control::CapacityReply {
+        let ids = match component {
+            Some(id) => vec![id],
+            None => (0..self.slots.len() as u32).map(ComponentId).collect(),
+        };
+        control::CapacityReply {
+            node: self.id.0,
+            name: self.name.clone(),
+            dispatch_per_turn_max: Some(limit_status(self.dispatch_per_turn)),
+            components: ids.into_iter().map(|id| self.capacity_status(id)).collect(),
         }
     }
 
@@ -120,7 +174,7 @@ impl Node {
     ///   waiting for a handler) agree.
     pub fn audit(&self) -> Result<(), Broken> {
         for (index, slot) in self.slots.iter().enumerate() {
-            let mailbox = self.queue.mailbox(crate::ComponentId(index as u32));
+            let mailbox = self.queue.mailbox(ComponentId(index as u32));
             let queued = mailbox.len() as u64;
             if slot.stats.unresolved() != queued {
                 return Err(Broken::Accounting {

@@ -1,0 +1,10 @@
+//! Flow control as pure state machines: no clock, no I/O. Time comes in as
+//! an argument, in microseconds since any origin that never goes backwards
+//! (the node's `Time`), so the same code runs in a container, in `exchange
+//! dev` and in the simulator, and a replay does exactly what the run did.
+//!
+//! - [`TokenBucket`]: admission at a rate with a burst, changeable live.
+
+mod bucket;
+
+pub use bucket::{Rate, RateError, TokenBucket};
