@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(PROTOS, [&root])?;
     prost_build::Config::new()
         .btree_map(["."])
+        // Control-plane answers print as JSON (`exchangectl --json`).
+        .type_attribute(".exchange.v1.control", "#[derive(serde::Serialize)]")
         .compile_fds(descriptors)?;
     Ok(())
 }

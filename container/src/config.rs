@@ -132,6 +132,11 @@ pub struct RunConfig {
     /// bounce `Overloaded`.
     #[serde(default = "RunConfig::default_peer_queue")]
     pub peer_queue_max: usize,
+    /// The capacity overlay: changes made with `persist` (`exchangectl
+    /// capacity set --persist`) are appended here and applied, in order, at
+    /// start. None: persisting is refused.
+    #[serde(default)]
+    pub overlay: Option<PathBuf>,
 }
 
 impl RunConfig {

@@ -331,7 +331,11 @@ impl World {
         while let Some(news) = self.cluster.poll_news() {
             match news {
                 News::Event(_, Event::Traced(record)) => self.traces.record(*record),
-                News::Event(node, event) => crate::report::log_event(node, &event),
+                News::Event(node, event) => {
+                    if let Some(node) = self.cluster.node(node) {
+                        crate::report::log_event(node, &event);
+                    }
+                }
                 News::Member(observer, event) => {
                     if let Some(line) = self.follow(observer, &event) {
                         status.note(now, &line);

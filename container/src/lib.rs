@@ -20,6 +20,8 @@
 pub mod cli;
 mod clock;
 pub mod config;
+mod control;
+pub mod ctl;
 mod dev;
 mod discovery;
 mod record_file;

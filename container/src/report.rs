@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use exchange_host::Cluster;
-use exchange_runtime::{Event, NodeId};
+use exchange_runtime::{ComponentId, Event, Node, Setting, Source};
 use serde::Serialize;
 
 /// One component's line of the report.
@@ -275,14 +275,65 @@ fn nanos(ns: u64) -> String {
 
 /// Logs what a node reports about its components (restarts, failures); other
 /// events are for the driver and are ignored here.
-pub(crate) fn log_event(node: NodeId, event: &Event) {
+pub(crate) fn log_event(node: &Node, event: &Event) {
+    let component = |id: ComponentId| node.component_name(id).unwrap_or("?").to_owned();
+    let at = node.id();
     match event {
-        Event::Restarted { component, reason } => {
-            tracing::warn!(%node, %component, %reason, "component restarted");
+        Event::Restarted {
+            component: id,
+            reason,
+        } => {
+            tracing::warn!(node = %at, component = component(*id), %reason, "component restarted");
         }
-        Event::Failed { component } => {
-            tracing::error!(%node, %component, "component failed too often and was stopped");
+        Event::Failed { component: id } => {
+            let component = component(*id);
+            tracing::error!(node = %at, component, "component failed too often and was stopped");
+        }
+        Event::CapacityChanged {
+            component: id,
+            limit,
+            old,
+            new,
+            by,
+        } => {
+            let component = id.map_or_else(|| "(node)".to_owned(), component);
+            tracing::info!(
+                node = %at,
+                %by,
+                component,
+                limit = limit.name(),
+                old = %setting(*old),
+                new = %setting(*new),
+                "capacity changed"
+            );
+        }
+        Event::CapacityRefused { error, by } => {
+            tracing::warn!(node = %at, %by, %error, "capacity change refused");
+        }
+        Event::Congestion {
+            component: id,
+            congested,
+            queue_len,
+            limit,
+        } => {
+            let component = component(*id);
+            if *congested {
+                tracing::warn!(node = %at, component, queue_len, limit, "congested");
+            } else {
+                tracing::info!(node = %at, component, queue_len, limit, "decongested");
+            }
         }
         _ => {}
+    }
+}
+
+/// `500 (live)`, `300 (network: 900 / 3)`.
+fn setting(setting: Setting) -> String {
+    match setting.source {
+        Source::Config => format!("{} (config)", setting.value),
+        Source::Live => format!("{} (live)", setting.value),
+        Source::Network { total, instances } => {
+            format!("{} (network: {total} / {instances})", setting.value)
+        }
     }
 }

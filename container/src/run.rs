@@ -10,6 +10,8 @@ use std::time::Duration;
 use exchange_discovery::Event as MemberEvent;
 use exchange_host::{Host, Output, routes};
 use exchange_idl::exchange::v1::control;
+
+use crate::control::{After, Policy, is_local};
 use exchange_idl::exchange::v1::record as rec;
 use exchange_runtime::{Input, Node, NodeId, Time, Transmit, TransmitError, record};
 use prost::Message as _;
@@ -77,6 +79,10 @@ struct Container {
     transport: ZmqTransport,
     udp: Option<Udp>,
     record: Option<RecordFile>,
+    /// What the control socket may do.
+    policy: Policy,
+    /// A drain was asked through the control plane.
+    drain_asked: bool,
 }
 
 /// Runs the container until `stop` is set, then drains and shuts down.
@@ -135,15 +141,17 @@ pub(crate) fn run(
             .map_err(|e| e.to_string())?;
     }
     tracing::info!(node = run.node_id, listen = ?transport.app_endpoint(), control = ?transport.control_endpoint(), "running");
+    let policy = policy(run, &transport);
     let mut container = Container {
         host,
         transport,
         udp: None,
         record,
+        policy,
+        drain_asked: false,
     };
     let clock = Clock::new();
-    container.host.handle(clock.now(), Input::Start);
-    container.flush(clock.now());
+    container.start(run, clock.now())?;
     if let Some(resolved) = &resolved {
         container.join(resolved, run, life, clock.now())?;
     }
@@ -151,7 +159,36 @@ pub(crate) fn run(
     container.stop(clock.now())
 }
 
+/// What the control socket may do: changes only on loopback or ipc://.
+fn policy(run: &RunConfig, transport: &ZmqTransport) -> Policy {
+    let control_endpoint = transport
+        .control_endpoint()
+        .unwrap_or_else(|| run.control.clone());
+    let writable = is_local(&control_endpoint);
+    if !writable {
+        tracing::warn!(control = %control_endpoint, "the control socket is not on loopback or ipc://: it serves status and refuses changes");
+    }
+    Policy {
+        writable,
+        overlay: run.overlay.clone(),
+    }
+}
+
 impl Container {
+    /// Starts the components, then applies the capacity overlay (changes
+    /// persisted earlier), as inputs like any other.
+    fn start(&mut self, run: &RunConfig, now: Time) -> Result<(), String> {
+        self.host.handle(now, Input::Start);
+        if let Some(path) = &run.overlay {
+            let applied = crate::control::apply_overlay(&mut self.host, now, path)?;
+            if applied > 0 {
+                tracing::info!(overlay = %path.display(), changes = applied, "capacity overlay applied");
+            }
+        }
+        self.flush(now);
+        Ok(())
+    }
+
     /// Binds discovery's socket and joins the cluster (after the start, so
     /// that what the components subscribed to at start is advertised).
     fn join(
@@ -198,7 +235,7 @@ impl Container {
             discovery: true,
         };
         loop {
-            if drain_end.is_none() && stop.load(Ordering::Relaxed) {
+            if drain_end.is_none() && (stop.load(Ordering::Relaxed) || self.drain_asked) {
                 let now = clock.now();
                 drain_end = Some(now + run.drain);
                 // Others stop routing here at once.
@@ -340,7 +377,7 @@ impl Container {
                         }
                     }
                     Output::Member(event) => self.follow(&event, now),
-                    Output::Event(event) => crate::report::log_event(self.host.node().id(), &event),
+                    Output::Event(event) => crate::report::log_event(self.host.node(), &event),
                     Output::Timeout(_) => break,
                     _ => {}
                 }
@@ -391,38 +428,51 @@ impl Container {
 
     /// The host's status, with the discovery socket's send errors.
     fn status(&self, now: Time) -> control::NodeStatus {
-        let mut status = self.host.status(now);
-        if let (Some(discovery), Some(udp)) = (status.discovery.as_mut(), self.udp.as_ref()) {
-            discovery.send_errors = udp.send_errors();
-        }
-        status
+        status_of(&self.host, now, self.udp.as_ref().map(Udp::send_errors))
     }
 
     /// Answers waiting control requests, up to a bound per turn; returns
-    /// whether some may be left.
-    fn serve_control(&self, now: Time) -> bool {
+    /// whether some may be left. What a change emits (its log lines) is
+    /// flushed before the answer goes.
+    fn serve_control(&mut self, now: Time) -> bool {
         for _ in 0..64 {
             let Some(mut frames) = self.transport.recv_control() else {
                 return false;
             };
             let body = frames.pop().unwrap_or_default();
             let kind = match control::Request::decode(body.as_slice()) {
-                Ok(control::Request {
-                    kind: Some(control::request::Kind::Status(_)),
-                }) => control::response::Kind::Status(self.status(now)),
-                Ok(_) => {
-                    control::response::Kind::Error("empty request: set a kind (status)".into())
+                Ok(request) => {
+                    let udp = self.udp.as_ref().map(Udp::send_errors);
+                    let (answer, after) = crate::control::answer(
+                        &mut self.host,
+                        now,
+                        request,
+                        &self.policy,
+                        |host| status_of(host, now, udp),
+                    );
+                    self.drain_asked |= after == After::Drain;
+                    answer
                 }
                 Err(error) => control::response::Kind::Error(format!(
                     "not an exchange.v1.control.Request: {error}"
                 )),
             };
+            self.flush(now);
             // The identity (and any empty delimiter) go back as they came.
             frames.push(control::Response { kind: Some(kind) }.encode_to_vec());
             self.transport.send_control(frames);
         }
         true
     }
+}
+
+/// A host's status, with the discovery socket's send errors (if it has one).
+fn status_of(host: &Host, now: Time, udp_send_errors: Option<u64>) -> control::NodeStatus {
+    let mut status = host.status(now);
+    if let (Some(discovery), Some(errors)) = (status.discovery.as_mut(), udp_send_errors) {
+        discovery.send_errors = errors;
+    }
+    status
 }
 
 /// Which sockets may hold what the loop has not read yet (it stopped reading

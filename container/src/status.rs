@@ -6,8 +6,14 @@ use std::time::Duration;
 use exchange_idl::exchange::v1::control;
 use prost::Message as _;
 
-/// Asks the container at `endpoint` for its status.
-pub fn fetch(endpoint: &str, timeout: Duration) -> Result<control::NodeStatus, String> {
+/// Sends one control request to `endpoint` and waits up to `timeout` for
+/// its answer. `Err` names the endpoint and what went wrong: no connection,
+/// no answer in time, an answer that is not a control response.
+pub fn call(
+    endpoint: &str,
+    timeout: Duration,
+    request: &control::Request,
+) -> Result<control::response::Kind, String> {
     let context = zmq::Context::new();
     let socket = context.socket(zmq::DEALER).map_err(|e| e.to_string())?;
     let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
@@ -17,27 +23,36 @@ pub fn fetch(endpoint: &str, timeout: Duration) -> Result<control::NodeStatus, S
     socket
         .connect(endpoint)
         .map_err(|error| format!("cannot connect to {endpoint}: {error}"))?;
-    let request = control::Request {
-        kind: Some(control::request::Kind::Status(control::StatusRequest {})),
-    };
     socket
         .send(request.encode_to_vec(), 0)
         .map_err(|error| format!("cannot send to {endpoint}: {error}"))?;
     let reply = socket.recv_bytes(0).map_err(|_| {
         format!(
-            "no answer from {endpoint} within {}",
+            "no answer from {endpoint} within {} (is the node up, and is this its control endpoint?)",
             humantime::format_duration(timeout)
         )
     })?;
     match control::Response::decode(reply.as_slice()) {
-        Ok(control::Response {
-            kind: Some(control::response::Kind::Status(status)),
-        }) => Ok(status),
-        Ok(control::Response {
-            kind: Some(control::response::Kind::Error(error)),
-        }) => Err(format!("{endpoint} refused the request: {error}")),
+        Ok(control::Response { kind: Some(kind) }) => Ok(kind),
         Ok(_) | Err(_) => Err(format!(
             "{endpoint} answered something that is not a control response"
+        )),
+    }
+}
+
+/// Asks the container at `endpoint` for its status.
+pub fn fetch(endpoint: &str, timeout: Duration) -> Result<control::NodeStatus, String> {
+    let request = control::Request {
+        kind: Some(control::request::Kind::Status(control::StatusRequest {})),
+        client: "exchange status".into(),
+    };
+    match call(endpoint, timeout, &request)? {
+        control::response::Kind::Status(status) => Ok(status),
+        control::response::Kind::Error(error) => {
+            Err(format!("{endpoint} refused the request: {error}"))
+        }
+        _ => Err(format!(
+            "{endpoint} answered a status request with something else"
         )),
     }
 }
