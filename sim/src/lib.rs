@@ -22,4 +22,6 @@ pub mod swim;
 
 pub use exchange_runtime::netem::{DatagramCounts, FrameCounts, LinkParams};
 pub use faults::{Fault, Faults};
-pub use run::{Builder, Life, SimDiscovery, SimOptions, SimReport, Violation, run};
+pub use run::{
+    Builder, HandlerCost, Life, SimDiscovery, SimEvent, SimOptions, SimReport, Violation, run,
+};

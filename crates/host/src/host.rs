@@ -170,6 +170,20 @@ impl Host {
     /// ([`Input::Timeout`]) and a turn of its handlers ([`Input::Run`]) if
     /// anything is queued; the node's load goes into its advertised metadata.
     pub fn handle_timeout(&mut self, now: Time) {
+        self.tick(now);
+        self.handle(now, Input::Run);
+        self.advertise_load(now);
+    }
+
+    /// [`Host::handle_timeout`] without the turn of handlers: for a driver
+    /// whose node's one core is still busy (the simulator's handler cost),
+    /// timers and deadlines are kept, and the run waits.
+    pub fn handle_timeout_busy(&mut self, now: Time) {
+        self.tick(now);
+        self.advertise_load(now);
+    }
+
+    fn tick(&mut self, now: Time) {
         self.now = self.now.max(now);
         if let Some(membership) = self.membership.as_mut()
             && membership.poll_timeout().is_some_and(|at| at <= now)
@@ -179,7 +193,9 @@ impl Host {
         if self.node.poll_timeout().is_some_and(|at| at <= now) {
             self.handle(now, Input::Timeout);
         }
-        self.handle(now, Input::Run);
+    }
+
+    fn advertise_load(&mut self, now: Time) {
         if let Some(membership) = self.membership.as_mut() {
             membership.set_load(now, self.node.queued());
         }

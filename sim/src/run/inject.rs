@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use exchange_host::Host;
 use exchange_runtime::netem::LinkParams;
-use exchange_runtime::{NodeId, Time};
+use exchange_runtime::{Input, NodeId, Time};
 use rand::Rng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -14,12 +14,14 @@ use rand_chacha::ChaCha8Rng;
 use super::Sim;
 use crate::faults::{Fault, Faults};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Action {
     Crash(NodeId),
     Restart(NodeId),
     Cut(NodeId, NodeId),
     Heal(NodeId, NodeId),
+    /// A change the scenario asked for (`SimOptions::events`).
+    Event(super::SimEvent),
 }
 
 /// The safety phase's network: each enabled fault at a rate drawn from `rng`.
@@ -163,11 +165,13 @@ impl Sim<'_, '_> {
                         let member = &mut self.members[index];
                         member.life = incarnation;
                         member.host = Some(Host::new(node));
+                        member.invocations.clear();
                         self.boot(index);
                     }
                     Err(error) => self.violate("build", format!("restarting n{}: {error}", id.0)),
                 }
             }
+            Action::Event(event) => self.apply_event(event),
             Action::Cut(a, b) => {
                 self.hash.write_u64(0xcc ^ a.0 ^ b.0.rotate_left(32));
                 self.net.cut(a, b);
@@ -175,6 +179,29 @@ impl Sim<'_, '_> {
             Action::Heal(a, b) => {
                 self.hash.write_u64(0x4e ^ a.0 ^ b.0.rotate_left(32));
                 self.net.heal(a, b);
+            }
+        }
+    }
+}
+
+impl Sim<'_, '_> {
+    fn apply_event(&mut self, event: super::SimEvent) {
+        match event {
+            super::SimEvent::Cost { component, cost } => {
+                self.hash.write(component.as_bytes());
+                self.hash.write_u64(cost.as_nanos() as u64);
+                self.options.cost.components.insert(component, cost);
+            }
+            super::SimEvent::Capacity { node, change } => {
+                self.hash.write_u64(0xca ^ node.0);
+                let Some(index) = self.index(node) else {
+                    return;
+                };
+                let local = self.members[index].local(self.now);
+                if let Some(host) = self.members[index].host.as_mut() {
+                    host.handle(local, Input::Capacity(change));
+                }
+                self.touch(index);
             }
         }
     }

@@ -64,6 +64,66 @@ pub struct SimOptions {
     /// datagrams, as `exchange run` does over UDP), or `None`: static routes
     /// (every node knows every other's names from the start).
     pub discovery: Option<SimDiscovery>,
+    /// What handlers cost in virtual time (each node is one core).
+    pub cost: HandlerCost,
+    /// Changes made during the run, at a time after the start: a handler
+    /// cost, a live capacity change (as the control plane makes it).
+    pub events: Vec<(Duration, SimEvent)>,
+}
+
+/// What one handler invocation (a message, a timer, a start) costs a node in
+/// virtual time. Each simulated node is one core: after a turn of handlers it
+/// is busy for the sum of their costs, and runs no handler until that has
+/// passed. Frames still arrive meanwhile (their admission is counted free):
+/// mailboxes fill, congestion is published and limits bite as in production.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HandlerCost {
+    /// Every component's, unless it has its own.
+    pub default: Duration,
+    /// By component name.
+    pub components: BTreeMap<String, Duration>,
+}
+
+impl HandlerCost {
+    /// The default handler cost: 2 µs an invocation, about what the dispatch
+    /// benchmark's handler with the codec costs on a slow core (0.19 µs there),
+    /// plus the example app's own work.
+    pub const DEFAULT: Duration = Duration::from_micros(2);
+
+    /// `default` for every component.
+    pub fn uniform(default: Duration) -> HandlerCost {
+        HandlerCost {
+            default,
+            components: BTreeMap::new(),
+        }
+    }
+
+    pub(super) fn of(&self, component: &str) -> Duration {
+        self.components
+            .get(component)
+            .copied()
+            .unwrap_or(self.default)
+    }
+}
+
+/// A change made during a simulated run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SimEvent {
+    /// A component's handler cost changes (on every node).
+    Cost {
+        /// The component.
+        component: String,
+        /// Its new cost.
+        cost: Duration,
+    },
+    /// A live capacity change, handed to one node as `Input::Capacity`
+    /// (recorded like any input).
+    Capacity {
+        /// The node.
+        node: NodeId,
+        /// The change.
+        change: exchange_runtime::CapacityChange,
+    },
 }
 
 /// Discovery in a simulated run.
@@ -83,6 +143,8 @@ impl SimOptions {
             converge_max: Duration::from_secs(30),
             faults,
             discovery: None,
+            cost: HandlerCost::uniform(HandlerCost::DEFAULT),
+            events: Vec::new(),
         }
     }
 
@@ -138,6 +200,14 @@ pub struct SimReport {
     pub crashes: u64,
     /// Partitions injected (isolations, splits and swizzles).
     pub partitions: u64,
+    /// Times a component became congested (its mailbox reached the
+    /// congestion mark), and stopped being.
+    pub congested: u64,
+    /// See `congested`.
+    pub decongested: u64,
+    /// Bounces by reason (`overloaded`, `throttled`, …), by components and
+    /// nodes, over all lives.
+    pub bounced_by: BTreeMap<String, u64>,
     /// Scheduler steps taken.
     pub steps: u64,
     /// What broke; empty when every check passed. The run stops at the first.
@@ -158,19 +228,27 @@ struct Retired {
     handled: u64,
     bounced: u64,
     dropped: u64,
+    bounced_by: BTreeMap<String, u64>,
 }
 
 impl Retired {
     /// Adds what `node` counted in its life.
     fn add_life(&mut self, node: &Node) {
         self.frames_in += node.stats().frames_in;
-        for (_, _, stats) in node.components() {
-            self.handled += stats.handled;
-            self.bounced += stats.outcomes.bounced_total();
-            self.dropped += stats.outcomes.dropped_total();
+        let outcomes = node
+            .components()
+            .map(|(_, _, stats)| {
+                self.handled += stats.handled;
+                &stats.outcomes
+            })
+            .chain([&node.stats().outcomes]);
+        for outcomes in outcomes {
+            self.bounced += outcomes.bounced_total();
+            self.dropped += outcomes.dropped_total();
+            for (reason, count) in outcomes.bounced() {
+                *self.bounced_by.entry(reason).or_default() += count;
+            }
         }
-        self.bounced += node.stats().outcomes.bounced_total();
-        self.dropped += node.stats().outcomes.dropped_total();
     }
 }
 
@@ -192,6 +270,10 @@ struct Member {
     /// The names its components handle, as its first life advertised them
     /// (routes to it do not depend on whether it is up, as with static peers).
     names: Vec<exchange_runtime::Name>,
+    /// Its one core runs no handler before this (virtual time).
+    busy_until: Time,
+    /// Handler invocations per component so far in this life (to cost a turn).
+    invocations: Vec<u64>,
 }
 
 impl Member {
@@ -268,11 +350,17 @@ pub fn run(build: &mut Builder<'_>, ids: &[NodeId], options: &SimOptions) -> Sim
             datagrams: DatagramCounts::default(),
             crashes: 0,
             partitions: 0,
+            congested: 0,
+            decongested: 0,
+            bounced_by: BTreeMap::new(),
             steps: 0,
             violations: Vec::new(),
         },
     };
     sim.hash.write_u64(options.seed);
+    for (after, event) in &options.events {
+        sim.schedule(EPOCH + *after, Action::Event(event.clone()));
+    }
     if let Err(detail) = sim.start(ids) {
         sim.violate("build", detail);
         return sim.finish();
@@ -337,6 +425,8 @@ impl Sim<'_, '_> {
                 touched: false,
                 wake: None,
                 retired: Retired::default(),
+                busy_until: EPOCH,
+                invocations: Vec::new(),
             });
         }
         for index in 0..self.members.len() {
@@ -384,8 +474,11 @@ impl Sim<'_, '_> {
         self.net.set_params(LinkParams::calm());
         let pending: Vec<Action> = std::mem::take(&mut self.schedule).into_values().collect();
         for action in pending {
-            if let Action::Restart(id) = action {
-                self.apply(Action::Restart(id));
+            match action {
+                Action::Restart(id) => self.apply(Action::Restart(id)),
+                // Changes the scenario asked for happen anyway, now.
+                Action::Event(event) => self.apply(Action::Event(event)),
+                _ => {}
             }
         }
         self.hash.write_u8(0xee);
@@ -439,6 +532,9 @@ impl Sim<'_, '_> {
             self.report.handled += totals.handled;
             self.report.bounced += totals.bounced;
             self.report.dropped += totals.dropped;
+            for (reason, count) in totals.bounced_by {
+                *self.report.bounced_by.entry(reason).or_default() += count;
+            }
         }
         self.report.virtual_time = self.elapsed();
         self.report.net = self.net.frame_counts().clone();

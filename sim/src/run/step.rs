@@ -10,7 +10,7 @@ use std::time::Duration;
 use exchange_discovery::{
     ClusterKey, Event as MemberEvent, Settings, in_memory_addr, in_memory_node,
 };
-use exchange_host::{Host, Labels, Output, routes};
+use exchange_host::{Labels, Output, routes};
 use exchange_runtime::netem::{Datagram, Frame};
 use exchange_runtime::splitmix as mix;
 use exchange_runtime::{Event, Input, NodeId, RouteChange, Time};
@@ -85,13 +85,19 @@ impl Sim<'_, '_> {
 
     /// Files member `index`'s next wake-up (its host's next deadline, in
     /// virtual time) after anything that may have changed it.
+    /// A node whose core is busy has its handlers' turn when it is free.
     pub(super) fn reschedule(&mut self, index: usize) {
         let member = &mut self.members[index];
-        let wake = member
-            .host
-            .as_ref()
-            .and_then(Host::poll_timeout)
-            .map(|deadline| member.global(deadline));
+        let busy_until = member.busy_until;
+        let wake = member.host.as_ref().and_then(|host| {
+            let deadline = member.global(host.poll_timeout()?);
+            let queued = !host.node().is_quiet();
+            Some(if queued {
+                deadline.max(busy_until)
+            } else {
+                deadline
+            })
+        });
         if wake != member.wake {
             member.wake = wake;
             if let Some(at) = wake {
@@ -172,7 +178,13 @@ impl Sim<'_, '_> {
         let Some(host) = member.host.as_mut() else {
             return;
         };
-        host.handle_timeout(local);
+        if now < member.busy_until {
+            host.handle_timeout_busy(local);
+        } else {
+            host.handle_timeout(local);
+            let cost = turn_cost(host.node(), &mut member.invocations, &self.options.cost);
+            member.busy_until = now + cost;
+        }
         self.drain(index);
         self.reschedule(index);
         if let Some(node) = self.members[index].node()
@@ -219,7 +231,7 @@ impl Sim<'_, '_> {
         }
     }
 
-    fn touch(&mut self, index: usize) {
+    pub(super) fn touch(&mut self, index: usize) {
         let member = &mut self.members[index];
         if !member.touched {
             member.touched = true;
@@ -322,6 +334,20 @@ impl Sim<'_, '_> {
                 Output::Event(Event::Failed { component }) => {
                     self.hash.write_u64(0xfa ^ u64::from(component.0));
                 }
+                Output::Event(Event::Congestion {
+                    component,
+                    congested,
+                    ..
+                }) => {
+                    self.hash
+                        .write_u64(0xc0c0 ^ u64::from(component.0) ^ u64::from(congested));
+                    let count = if congested {
+                        &mut self.report.congested
+                    } else {
+                        &mut self.report.decongested
+                    };
+                    *count += 1;
+                }
                 Output::Member(event) => {
                     let (what, subject) = match &event {
                         MemberEvent::Up(m) => (1, m.meta.node),
@@ -352,4 +378,33 @@ impl Sim<'_, '_> {
             }
         }
     }
+}
+
+/// What the handlers a node ran since the last call cost, by the handler
+/// invocations its counters show (`seen` keeps the counts per component).
+fn turn_cost(
+    node: &exchange_runtime::Node,
+    seen: &mut Vec<u64>,
+    cost: &super::HandlerCost,
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for (id, name, stats) in node.components() {
+        let failed = exchange_runtime::BounceReason::HandlerFailed;
+        let invocations = stats.handled
+            + stats.timers_fired
+            + stats.outcomes.bounced_for(failed)
+            + stats
+                .outcomes
+                .dropped_for(exchange_runtime::stats::DropReason::HandlerFailed);
+        let index = id.0 as usize;
+        if seen.len() <= index {
+            seen.resize(index + 1, 0);
+        }
+        let ran = invocations - seen[index];
+        seen[index] = invocations;
+        if ran > 0 {
+            total += cost.of(name) * u32::try_from(ran).unwrap_or(u32::MAX);
+        }
+    }
+    total
 }
