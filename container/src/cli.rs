@@ -160,7 +160,9 @@ pub fn main(registry: Registry) -> i32 {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EXCHANGE_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                // Warnings, and what an operator changed or must see:
+                // capacity changes and congestion (report.rs).
+                .unwrap_or_else(|_| "warn,exchange_container::report=info".into()),
         )
         .init();
     match cli.command {

@@ -25,6 +25,9 @@ pub struct AppConfig {
     /// The in-memory network of `exchange dev`.
     #[serde(default)]
     pub dev: DevNetworkConfig,
+    /// The simulated nodes of `exchange sim`.
+    #[serde(default)]
+    pub sim: SimConfig,
     /// The components, in start order.
     #[serde(rename = "component", default)]
     pub components: Vec<ComponentConfig>,
@@ -304,6 +307,64 @@ pub struct DevNetworkConfig {
     pub jitter: Duration,
     /// Probability a frame is lost.
     pub loss: f64,
+}
+
+/// `[sim]`: what a simulated node's handlers cost (`exchange sim`). Each
+/// simulated node is one core: after a turn of handlers it is busy for the
+/// sum of their costs.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimConfig {
+    /// One handler invocation (a message or a timer), unless the component
+    /// has its own in `handler_costs`; 0: handlers take no virtual time.
+    #[serde(with = "humantime_serde")]
+    pub handler_cost: Duration,
+    /// By component name.
+    #[serde(with = "humantime_serde_map")]
+    pub handler_costs: std::collections::BTreeMap<String, Duration>,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            handler_cost: exchange_sim::HandlerCost::DEFAULT,
+            handler_costs: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+impl SimConfig {
+    /// The simulator's cost model.
+    pub fn cost(&self) -> exchange_sim::HandlerCost {
+        exchange_sim::HandlerCost {
+            default: self.handler_cost,
+            components: self.handler_costs.clone(),
+        }
+    }
+}
+
+/// A map of durations written as `"100us"`.
+mod humantime_serde_map {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<String, Duration>, D::Error> {
+        let texts = BTreeMap::<String, String>::deserialize(deserializer)?;
+        texts
+            .into_iter()
+            .map(|(name, text)| {
+                humantime::parse_duration(&text)
+                    .map(|cost| (name.clone(), cost))
+                    .map_err(|error| {
+                        serde::de::Error::custom(format!("handler_costs.{name}: {error}"))
+                    })
+            })
+            .collect()
+    }
 }
 
 /// `[[component]]`: one component.

@@ -86,7 +86,8 @@ pub(crate) struct SimPlan {
 /// The simulator's options for one seed of `plan` (the probe period from the
 /// app's `[discovery]`, else the default).
 pub(crate) fn options(app: &AppConfig, plan: &SimPlan, seed: u64) -> SimOptions {
-    let options = SimOptions::new(seed, plan.run_for, plan.faults);
+    let mut options = SimOptions::new(seed, plan.run_for, plan.faults);
+    options.cost = app.sim.cost();
     match plan.routes {
         Routes::Static => options,
         Routes::Discovery => {
@@ -229,6 +230,24 @@ pub(crate) fn summary(report: &SimReport, wall: Duration) -> String {
         report.crashes,
         report.partitions,
         report.trace_hash,
+    ) + &overload_line(report)
+}
+
+/// What overload the run saw, if any: bounces by reason and congestion.
+fn overload_line(report: &SimReport) -> String {
+    if report.bounced_by.is_empty() && report.congested == 0 {
+        return String::new();
+    }
+    let bounced: Vec<String> = report
+        .bounced_by
+        .iter()
+        .map(|(reason, n)| format!("{reason}={n}"))
+        .collect();
+    format!(
+        "\n  bounced by reason: {}; congested {} times, decongested {}",
+        bounced.join(" "),
+        report.congested,
+        report.decongested
     )
 }
 
