@@ -8,7 +8,8 @@ use std::time::Duration;
 use exchange_idl::feed::v1::{Follow, Followed, GetTimeline, Post, Posted, StoredPost, Timeline};
 use exchange_idl::kv::v1::{Get, GetReply, Put};
 use exchange_runtime::{
-    Component, CorrelationId, Ctx, HandlerError, HandlerResult, Kind, Message, ReplyTo,
+    BounceReason, Component, CorrelationId, Ctx, HandlerError, HandlerResult, Kind, Message,
+    ReplyTo,
 };
 use prost::Message as _;
 use serde::Deserialize;
@@ -188,13 +189,22 @@ impl Feed {
         let failed = message.kind() == Kind::Bounce;
         match waiting {
             Waiting::PostStored { reply_to, .. } if failed => {
-                ctx.reject(
-                    &reply_to,
-                    &format!(
-                        "could not store the post: {}",
-                        message.bounce_detail().unwrap_or("")
-                    ),
+                // The store's reason goes back to the poster: a full store
+                // (`QuotaExceeded`) or a throttled one is something it can act on.
+                let detail = format!(
+                    "could not store the post: {}",
+                    message.bounce_detail().unwrap_or("")
                 );
+                match message.bounce_reason() {
+                    Some(
+                        reason @ (BounceReason::QuotaExceeded
+                        | BounceReason::Throttled
+                        | BounceReason::Overloaded),
+                    ) => {
+                        ctx.refuse(&reply_to, reason, &detail, message.retry_after());
+                    }
+                    _ => ctx.reject(&reply_to, &detail),
+                }
             }
             Waiting::PostStored { reply_to, post } => self.fan_out(ctx, &reply_to, &post),
             Waiting::Timeline { reply_to } if failed => {

@@ -2,12 +2,21 @@
 //! reads timelines, keeping at most `in_flight_max` requests outstanding, and it
 //! watches every timeline change (a store subscription) and every new post (a
 //! `feed.posted` subscription).
+//!
+//! It backs off as a well-behaved client does: a refusal with a retry-after
+//! (`Overloaded`, `Throttled`) pauses new work until then, and while any
+//! component of the network says it is congested (`exchange.congested`, until
+//! its `exchange.decongested`) it starts a quarter of its usual work per tick.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
+use exchange_idl::exchange::v1::control::Congestion;
 use exchange_idl::feed::v1::{Follow, GetTimeline, Post};
 use exchange_idl::kv::v1::Subscribe;
-use exchange_runtime::{Component, Ctx, HandlerResult, Kind, Message};
+use exchange_runtime::{
+    CONGESTED, Component, Ctx, DECONGESTED, HandlerResult, Kind, Message, Time,
+};
 use rand::Rng;
 use serde::Deserialize;
 
@@ -39,6 +48,8 @@ pub struct LoadgenSettings {
     pub watch_timelines: bool,
     /// Subscribe to every new post (`feed.posted`).
     pub watch_posts: bool,
+    /// Back off on retry-after hints and congestion events.
+    pub back_off: bool,
 }
 
 impl Default for LoadgenSettings {
@@ -54,6 +65,7 @@ impl Default for LoadgenSettings {
             request_timeout: Duration::from_secs(2),
             watch_timelines: true,
             watch_posts: true,
+            back_off: true,
         }
     }
 }
@@ -62,6 +74,10 @@ impl Default for LoadgenSettings {
 pub struct Loadgen {
     settings: LoadgenSettings,
     in_flight: u32,
+    /// No new work before this (a retry-after).
+    paused_until: Time,
+    /// Components that said they are congested: (node, component).
+    congested: BTreeSet<(u64, String)>,
 }
 
 impl Loadgen {
@@ -70,6 +86,8 @@ impl Loadgen {
         Loadgen {
             settings,
             in_flight: 0,
+            paused_until: Time::ZERO,
+            congested: BTreeSet::new(),
         }
     }
 
@@ -120,26 +138,52 @@ impl Component for Loadgen {
         }
         if self.settings.ops_per_tick > 0 {
             ctx.set_timer(self.settings.tick, TICK);
+            if self.settings.back_off {
+                ctx.subscribe(CONGESTED);
+                ctx.subscribe(DECONGESTED);
+            }
         }
         Ok(())
     }
 
     fn on_timer(&mut self, ctx: &mut Ctx<'_>, _token: u64) -> HandlerResult {
-        for _ in 0..self.settings.ops_per_tick {
-            if self.in_flight >= self.settings.in_flight_max {
-                break;
+        let ops = if self.congested.is_empty() {
+            self.settings.ops_per_tick
+        } else {
+            (self.settings.ops_per_tick / 4).max(1)
+        };
+        if ctx.now() >= self.paused_until {
+            for _ in 0..ops {
+                if self.in_flight >= self.settings.in_flight_max {
+                    break;
+                }
+                self.start_one(ctx);
             }
-            self.start_one(ctx);
         }
         ctx.set_timer(self.settings.tick, TICK);
         Ok(())
     }
 
-    fn handle(&mut self, _ctx: &mut Ctx<'_>, message: &Message) -> HandlerResult {
+    fn handle(&mut self, ctx: &mut Ctx<'_>, message: &Message) -> HandlerResult {
         // Replies and bounces end a request of ours; `kv.changed` is a timeline
         // change streamed by the store, which the counters already show.
         if matches!(message.kind(), Kind::Reply | Kind::Bounce) && message.correlation().is_some() {
             self.in_flight = self.in_flight.saturating_sub(1);
+        }
+        if !self.settings.back_off {
+            return Ok(());
+        }
+        if let Some(retry_after) = message.retry_after() {
+            self.paused_until = self.paused_until.max(ctx.now() + retry_after);
+        }
+        if message.kind() == Kind::Publish && matches!(message.name(), CONGESTED | DECONGESTED) {
+            let news: Congestion = message.decode()?;
+            let key = (news.node, news.component);
+            if news.congested {
+                self.congested.insert(key);
+            } else {
+                self.congested.remove(&key);
+            }
         }
         Ok(())
     }

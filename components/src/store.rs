@@ -13,16 +13,30 @@ use serde::Deserialize;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StoreSettings {
-    /// Keys held at most; a put of a new key past it fails (`HandlerFailed`).
+    /// Keys held at most.
     pub keys_max: usize,
+    /// What a put of a new key does when `keys_max` keys are held.
+    pub when_full: WhenFull,
     /// Prefix subscriptions held at most.
     pub subscriptions_max: usize,
+}
+
+/// What a full store does with a put of a new key.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Refuse it: the put bounces `QuotaExceeded` (a sender can act on it).
+    #[default]
+    Refuse,
+    /// Make room: the key written longest ago goes (a bounded working set).
+    EvictOldest,
 }
 
 impl Default for StoreSettings {
     fn default() -> Self {
         StoreSettings {
             keys_max: 1_000_000,
+            when_full: WhenFull::Refuse,
             subscriptions_max: 1_024,
         }
     }
@@ -32,6 +46,8 @@ impl Default for StoreSettings {
 pub struct Store {
     settings: StoreSettings,
     entries: BTreeMap<String, (Vec<u8>, u64)>,
+    /// The keys by the version they were last written at, oldest first.
+    by_version: BTreeMap<u64, String>,
     version: u64,
     subscriptions: Vec<(String, Address)>,
 }
@@ -42,6 +58,7 @@ impl Store {
         Store {
             settings,
             entries: BTreeMap::new(),
+            by_version: BTreeMap::new(),
             version: 0,
             subscriptions: Vec::new(),
         }
@@ -50,10 +67,17 @@ impl Store {
     fn put(&mut self, ctx: &mut Ctx<'_>, message: &Message) -> HandlerResult {
         let put: Put = message.decode()?;
         if !self.entries.contains_key(&put.key) && self.entries.len() >= self.settings.keys_max {
-            return Err(HandlerError::msg(format!(
-                "store full: keys_max = {}",
-                self.settings.keys_max
-            )));
+            match self.settings.when_full {
+                WhenFull::Refuse => {
+                    let detail = format!("store full: keys_max = {}", self.settings.keys_max);
+                    return Err(HandlerError::refuse(BounceReason::QuotaExceeded, detail));
+                }
+                WhenFull::EvictOldest => {
+                    if let Some((_, oldest)) = self.by_version.pop_first() {
+                        self.entries.remove(&oldest);
+                    }
+                }
+            }
         }
         self.version += 1;
         let changed = Changed {
@@ -66,7 +90,10 @@ impl Store {
                 ctx.send_to(*subscriber, "kv.changed", &changed);
             }
         }
-        self.entries.insert(put.key, (put.value, self.version));
+        self.by_version.insert(self.version, put.key.clone());
+        if let Some((_, replaced)) = self.entries.insert(put.key, (put.value, self.version)) {
+            self.by_version.remove(&replaced);
+        }
         // A put may be a request (the writer wants to know) or a plain send.
         if message.kind() == Kind::Request {
             ctx.reply(&PutReply {
@@ -93,6 +120,20 @@ impl Store {
 }
 
 impl Component for Store {
+    fn invariants(&self) -> Result<(), String> {
+        if self.entries.len() > self.settings.keys_max.max(1) {
+            return Err(format!(
+                "{} keys held, keys_max {}",
+                self.entries.len(),
+                self.settings.keys_max
+            ));
+        }
+        if self.by_version.len() != self.entries.len() {
+            return Err("the version index and the entries disagree".into());
+        }
+        Ok(())
+    }
+
     fn handles(&self) -> &[&str] {
         &["kv.get", "kv.put", "kv.subscribe"]
     }

@@ -1,15 +1,19 @@
 //! The component trait: what users implement.
 
 use std::fmt;
+use std::time::Duration;
 
 use crate::ctx::Ctx;
-use crate::message::Message;
+use crate::message::{BounceReason, Message};
 
 /// Why a handler failed. The message is bounced `HandlerFailed` to its sender
 /// (or dropped and counted if it was a reply, publish or bounce) and every effect
 /// the handler buffered in its [`Ctx`] is discarded.
 ///
-/// Any `std::error::Error` converts into it, so `?` works in handlers.
+/// Any `std::error::Error` converts into it, so `?` works in handlers. A
+/// handler that refuses a message on purpose, with a reason its sender can
+/// act on, returns [`HandlerError::refuse`] instead: the message bounces with
+/// that reason (and a retry-after, if given), not `HandlerFailed`.
 pub struct HandlerError(Box<dyn std::error::Error + Send + Sync + 'static>);
 
 impl HandlerError {
@@ -17,7 +21,53 @@ impl HandlerError {
     pub fn msg(text: impl Into<String>) -> HandlerError {
         HandlerError(text.into().into())
     }
+
+    /// A refusal with a typed reason (`QuotaExceeded` for a store that is
+    /// full, `Overloaded`, `NoAccess`, …): the message bounces with `reason`
+    /// and `detail`. A refusal from [`Component::start`] or
+    /// [`Component::on_timer`] (no message to bounce) is a failure like any
+    /// other error.
+    pub fn refuse(reason: BounceReason, detail: impl Into<String>) -> HandlerError {
+        HandlerError(Box::new(Refusal {
+            reason,
+            detail: detail.into(),
+            retry_after: None,
+        }))
+    }
+
+    /// The same refusal with a hint of when a retry could succeed.
+    pub fn with_retry_after(self, retry_after: Duration) -> HandlerError {
+        match self.0.downcast::<Refusal>() {
+            Ok(mut refusal) => {
+                refusal.retry_after = Some(retry_after);
+                HandlerError(refusal)
+            }
+            Err(other) => HandlerError(other),
+        }
+    }
+
+    /// The reason and retry-after, if this is a refusal.
+    pub(crate) fn refusal(&self) -> Option<(BounceReason, Option<Duration>)> {
+        let refusal = self.0.downcast_ref::<Refusal>()?;
+        Some((refusal.reason, refusal.retry_after))
+    }
 }
+
+/// A handler's refusal with a typed reason (see [`HandlerError::refuse`]).
+#[derive(Debug)]
+struct Refusal {
+    reason: BounceReason,
+    detail: String,
+    retry_after: Option<Duration>,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl std::error::Error for Refusal {}
 
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for HandlerError {
     fn from(error: E) -> HandlerError {

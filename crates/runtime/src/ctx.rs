@@ -341,6 +341,25 @@ impl Ctx<'_> {
         );
     }
 
+    /// Answers a request handled earlier with a bounce of a typed reason
+    /// (and a retry-after, if known): for a component that relays a refusal
+    /// it got from further on (the store was full, a service throttled it).
+    pub fn refuse(
+        &mut self,
+        reply_to: &ReplyTo,
+        reason: BounceReason,
+        detail: &str,
+        retry_after: Option<std::time::Duration>,
+    ) {
+        let bounce = Bounce::new(reason, detail).with_retry_after(retry_after);
+        self.answer(
+            reply_to,
+            Kind::Bounce,
+            Payload::raw(Bytes::new()),
+            Some(bounce),
+        );
+    }
+
     fn answer(
         &mut self,
         reply_to: &ReplyTo,

@@ -16,6 +16,8 @@ use crate::stats::DropReason;
 enum Invocation {
     Ok,
     Failed(String),
+    /// The handler refused the message with a typed reason.
+    Refused(BounceReason, String, Option<std::time::Duration>),
     Panicked(String),
 }
 
@@ -136,7 +138,9 @@ impl Node {
                 self.slots[id.index()].stats.timers_fired += 1;
                 match self.invoke(id, None, |component, ctx| component.on_timer(ctx, token)) {
                     Invocation::Ok => self.apply_effects(id),
-                    Invocation::Failed(error) => self.restart(id, error),
+                    Invocation::Failed(error) | Invocation::Refused(_, error, _) => {
+                        self.restart(id, error)
+                    }
                     Invocation::Panicked(text) => self.restart(id, text),
                 }
             }
@@ -177,6 +181,9 @@ impl Node {
             Invocation::Failed(error) => {
                 self.refuse(id, message, BounceReason::HandlerFailed, &error);
             }
+            Invocation::Refused(reason, detail, retry_after) => {
+                self.refuse_with(id, message, reason, &detail, retry_after);
+            }
             Invocation::Panicked(text) => {
                 let detail = format!("handler panicked: {text}");
                 self.refuse(id, message, BounceReason::HandlerFailed, &detail);
@@ -216,7 +223,12 @@ impl Node {
             Ok(Ok(())) => Invocation::Ok,
             Ok(Err(error)) => {
                 self.effects.clear();
-                Invocation::Failed(error.to_string())
+                match error.refusal() {
+                    Some((reason, retry_after)) => {
+                        Invocation::Refused(reason, error.to_string(), retry_after)
+                    }
+                    None => Invocation::Failed(error.to_string()),
+                }
             }
             Err(panic) => {
                 self.effects.clear();
@@ -228,7 +240,9 @@ impl Node {
     fn start_component(&mut self, id: ComponentId) {
         match self.invoke(id, None, |component, ctx| component.start(ctx)) {
             Invocation::Ok => self.apply_effects(id),
-            Invocation::Failed(reason) | Invocation::Panicked(reason) => self.restart(id, reason),
+            Invocation::Failed(reason)
+            | Invocation::Refused(_, reason, _)
+            | Invocation::Panicked(reason) => self.restart(id, reason),
         }
     }
 
@@ -258,7 +272,9 @@ impl Node {
             }));
             match self.invoke(id, None, |component, ctx| component.start(ctx)) {
                 Invocation::Ok => return self.apply_effects(id),
-                Invocation::Failed(text) | Invocation::Panicked(text) => reason = text,
+                Invocation::Failed(text)
+                | Invocation::Refused(_, text, _)
+                | Invocation::Panicked(text) => reason = text,
             }
         }
     }
