@@ -127,19 +127,43 @@ fn config() -> NodeConfig {
 }
 
 fn add(node: &mut Node, name: &str, handles: &'static [&'static str], to: &'static str) {
+    add_with(node, name, handles, to, ComponentLimits::default());
+}
+
+fn add_with(
+    node: &mut Node,
+    name: &str,
+    handles: &'static [&'static str],
+    to: &'static str,
+    limits: ComponentLimits,
+) {
     node.add_component(
         name,
-        ComponentLimits::default(),
+        limits,
         Box::new(move || Box::new(Forward { handles, to })),
     )
     .expect("valid component");
+}
+
+/// An admission rate on both components that never limits: the cost of
+/// the token bucket itself.
+fn rate_on() -> ComponentLimits {
+    ComponentLimits {
+        rate_per_sec: 10_000_000,
+        burst: 10_000_000,
+        ..ComponentLimits::default()
+    }
+}
+
+fn limits() -> ComponentLimits {
+    ComponentLimits::default()
 }
 
 fn handled(node: &Node) -> u64 {
     node.components().map(|(_, _, stats)| stats.handled).sum()
 }
 
-fn node_local(messages: u64, stopwatch: Box<dyn Stopwatch>) -> Duration {
+fn node_local(messages: u64, stopwatch: Box<dyn Stopwatch>, limits: ComponentLimits) -> Duration {
     let mut node = Node::new(
         NodeId(1),
         "bench",
@@ -148,8 +172,8 @@ fn node_local(messages: u64, stopwatch: Box<dyn Stopwatch>) -> Duration {
             ..config()
         },
     );
-    add(&mut node, "a", &["bench.a"], "bench.b");
-    add(&mut node, "b", &["bench.b"], "bench.a");
+    add_with(&mut node, "a", &["bench.a"], "bench.b", limits.clone());
+    add_with(&mut node, "b", &["bench.b"], "bench.a", limits);
     node.set_stopwatch(stopwatch);
     let now = Time::from_micros(1);
     node.handle(now, Input::Start);
@@ -208,8 +232,9 @@ fn node_codec(messages: u64) -> Duration {
 fn subjects_by_name(name: &str) -> Box<dyn Fn(u64) -> Duration> {
     match name {
         "baseline" => Box::new(baseline),
-        "node_local" => Box::new(|n| node_local(n, Box::new(NoStopwatch))),
-        "node_local_timed" => Box::new(|n| node_local(n, Box::new(RealStopwatch::new()))),
+        "node_local" => Box::new(|n| node_local(n, Box::new(NoStopwatch), limits())),
+        "node_local_rate" => Box::new(|n| node_local(n, Box::new(NoStopwatch), rate_on())),
+        "node_local_timed" => Box::new(|n| node_local(n, Box::new(RealStopwatch::new()), limits())),
         "node_codec" => Box::new(node_codec),
         other => panic!("unknown subject {other:?}"),
     }
@@ -243,11 +268,16 @@ fn main() {
         return;
     }
     let (rounds, messages) = if quick { (3, 20_000) } else { (15, 2_000_000) };
-    let subjects: [(&str, &dyn Fn(u64) -> Duration); 4] = [
+    let subjects: [(&str, &dyn Fn(u64) -> Duration); 5] = [
         ("baseline", &baseline),
-        ("node_local", &|n| node_local(n, Box::new(NoStopwatch))),
+        ("node_local", &|n| {
+            node_local(n, Box::new(NoStopwatch), limits())
+        }),
+        ("node_local_rate", &|n| {
+            node_local(n, Box::new(NoStopwatch), rate_on())
+        }),
         ("node_local_timed", &|n| {
-            node_local(n, Box::new(RealStopwatch::new()))
+            node_local(n, Box::new(RealStopwatch::new()), limits())
         }),
         ("node_codec", &node_codec),
     ];

@@ -180,3 +180,94 @@ fn members_names_and_refusals_read_as_documented() {
         "no answer from tcp://127.0.0.1:1 within 300ms (is the node up, and is this its control endpoint?)"
     );
 }
+
+/// More instances of the feed: the same component, on other nodes.
+const fn feed(id: u64) -> Member {
+    Member { id, ..FEED }
+}
+const FEED_7: Member = feed(7);
+const FEED_8: Member = feed(8);
+const FEED_9: Member = feed(9);
+
+/// Requests handled per second by `feeds` together, over `window`.
+fn aggregate_rate(cluster: &Cluster, feeds: &[Member], window: Duration) -> f64 {
+    let count = |cluster: &Cluster| -> u64 {
+        feeds
+            .iter()
+            .map(|f| requests_handled(&cluster.status(*f)))
+            .sum()
+    };
+    let before = count(cluster);
+    let started = Instant::now();
+    std::thread::sleep(window);
+    (count(cluster) - before) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn members_of(status: &NodeStatus) -> usize {
+    status.discovery.as_ref().map_or(0, |d| d.members.len())
+}
+
+/// The feed's rate as a member reports it: value, source, total, instances.
+fn feed_rate(status: &NodeStatus) -> (u64, String, u64, u32) {
+    let limit = status.components[0]
+        .capacity
+        .as_ref()
+        .and_then(|c| c.rate.clone())
+        .unwrap_or_default();
+    (
+        limit.value,
+        limit.source,
+        limit.network_total,
+        limit.instances,
+    )
+}
+
+#[test]
+fn a_network_rate_holds_while_an_instance_dies_and_another_joins() {
+    const ALL: [Member; 6] = [STORE, LOADGEN, FEED, FEED_7, FEED_8, FEED_9];
+    let mut cluster = Cluster::discovering(&ALL, &[STORE]);
+    for member in [STORE, LOADGEN, FEED, FEED_7, FEED_8] {
+        cluster.start(member, "");
+    }
+    for member in [STORE, LOADGEN, FEED, FEED_7, FEED_8] {
+        cluster.wait_for(member, Duration::from_secs(20), |s| members_of(s) == 4);
+    }
+    cluster.wait_for(LOADGEN, Duration::from_secs(10), |s| {
+        s.components[0].responses_received > 1000
+    });
+    let out = ctl(
+        &cluster,
+        FEED,
+        &["capacity", "set", "feed", "--network", "--rate", "900"],
+    )
+    .unwrap();
+    assert_eq!(out.matches("300 (network 900/3)").count(), 3, "{out}");
+    let three = aggregate_rate(&cluster, &[FEED, FEED_7, FEED_8], Duration::from_secs(2));
+    println!("three instances: {three:.0}/s");
+
+    // One instance dies; once the others see it gone, two share the total.
+    cluster.kill(FEED_8);
+    for member in [FEED, FEED_7] {
+        cluster.wait_for(member, Duration::from_secs(20), |s| {
+            feed_rate(s) == (450, "network".into(), 900, 2)
+        });
+    }
+    let two = aggregate_rate(&cluster, &[FEED, FEED_7], Duration::from_secs(2));
+    println!("two instances: {two:.0}/s");
+
+    // A new instance joins: it learns the total from the others' metadata.
+    cluster.start(FEED_9, "");
+    for member in [FEED, FEED_7, FEED_9] {
+        cluster.wait_for(member, Duration::from_secs(20), |s| {
+            feed_rate(s) == (300, "network".into(), 900, 3)
+        });
+    }
+    let joined = aggregate_rate(&cluster, &[FEED, FEED_7, FEED_9], Duration::from_secs(2));
+    println!("after a join: {joined:.0}/s");
+    for rate in [three, two, joined] {
+        assert!(
+            (810.0..=990.0).contains(&rate),
+            "{three:.0}/s, {two:.0}/s, {joined:.0}/s against a network rate of 900/s"
+        );
+    }
+}

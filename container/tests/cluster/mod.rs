@@ -203,7 +203,10 @@ impl Cluster {
                 "\n[discovery]\nlisten = {:?}\nseeds = {seeds:?}\ncluster_key = \"test-cluster-key-0123456789\"\nprobe_period = \"200ms\"\n",
                 self.discovery_addr(member),
             ));
-            let path = self.dir.path().join(format!("{}.toml", member.name));
+            let path = self
+                .dir
+                .path()
+                .join(format!("{}-n{}.toml", member.name, member.id));
             std::fs::write(&path, toml).expect("config written");
             return path;
         }
@@ -216,7 +219,10 @@ impl Cluster {
                 peer.subscribes,
             ));
         }
-        let path = self.dir.path().join(format!("{}.toml", member.name));
+        let path = self
+            .dir
+            .path()
+            .join(format!("{}-n{}.toml", member.name, member.id));
         std::fs::write(&path, toml).expect("config written");
         path
     }

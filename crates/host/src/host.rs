@@ -11,6 +11,7 @@ use exchange_runtime::record::{Recorder, ReplayError};
 use exchange_runtime::{Event, Input, Node, Output as NodeOutput, RouteChange, Time, Transmit};
 
 use crate::routes;
+use crate::shares::NetworkLimits;
 
 /// What a host hands out, from [`Host::poll_output`].
 #[derive(Debug)]
@@ -66,6 +67,8 @@ pub struct Host {
     /// Subscriptions the membership could not advertise (the metadata would
     /// not fit a datagram).
     unadvertised: u64,
+    /// Network-wide capacity totals, spread with the metadata.
+    network_limits: NetworkLimits,
 }
 
 impl Host {
@@ -77,6 +80,7 @@ impl Host {
             recorder: None,
             now: Time::ZERO,
             unadvertised: 0,
+            network_limits: NetworkLimits::default(),
         }
     }
 
@@ -226,7 +230,14 @@ impl Host {
                 {
                     self.advertise(name.as_str(), subscribed);
                 }
-                NodeOutput::Event(event) => return Output::Event(event),
+                NodeOutput::Event(event) => {
+                    if self.membership.is_some()
+                        && self.network_limits.note(&self.node, &event, self.now)
+                    {
+                        self.advertise_network_limits();
+                    }
+                    return Output::Event(event);
+                }
                 NodeOutput::Timeout(at) => {
                     if let Some(output) = self.poll_membership() {
                         return output;
@@ -257,9 +268,45 @@ impl Host {
             for change in changes {
                 self.handle(self.now, Input::Route(change));
             }
+            let meta = match &event {
+                MemberEvent::Up(member) => Some(&member.meta),
+                MemberEvent::Changed { after, .. } => Some(&after.meta),
+                MemberEvent::Down(_) => None,
+            };
+            if let Some(meta) = meta.filter(|meta| !meta.network_limits.is_empty()) {
+                self.learn_network_limits(meta);
+            }
             return Some(Output::Member(event));
         }
         membership.poll_transmit().map(Output::Datagram)
+    }
+
+    /// Takes the network-wide totals newer than ours from a member's
+    /// metadata, as inputs to the node, and advertises them in turn.
+    fn learn_network_limits(&mut self, meta: &exchange_idl::exchange::v1::discovery::Member) {
+        let changes = self.network_limits.learn(&self.node, meta);
+        if changes.is_empty() {
+            return;
+        }
+        for change in changes {
+            self.handle(self.now, Input::Capacity(change));
+        }
+        self.advertise_network_limits();
+    }
+
+    fn advertise_network_limits(&mut self) {
+        let Some(membership) = self.membership.as_mut() else {
+            return;
+        };
+        let limits = self.network_limits.advertised();
+        // A handful of entries per component: if the metadata cannot take
+        // them, the totals stay on this node (counted like subscriptions).
+        if membership
+            .update_meta(self.now, |meta| meta.network_limits = limits)
+            .is_err()
+        {
+            self.unadvertised += 1;
+        }
     }
 
     fn advertise(&mut self, name: &str, subscribed: bool) {

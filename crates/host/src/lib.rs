@@ -37,6 +37,7 @@
 pub mod cluster;
 mod host;
 pub mod routes;
+mod shares;
 
 pub use cluster::{Cluster, News};
 pub use host::{Host, Labels, Output};
