@@ -128,6 +128,11 @@ struct DevArgs {
     /// Record every input each node takes to this file, for `exchange sim --replay`.
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
+    /// Serve the control plane for every in-process node at this endpoint
+    /// (`tcp://127.0.0.1:7200`, `ipc://…`): `exchangectl --control ENDPOINT
+    /// [--node ID]` works as against `exchange run`.
+    #[arg(long, value_name = "ENDPOINT", value_parser = parse_endpoint)]
+    control: Option<String>,
     /// Where routes come from: `discovery` (every node runs the membership
     /// over the in-memory network, seeded from the first, as `exchange run`
     /// does over UDP) or `static` (everyone knows everyone's names from the
@@ -299,6 +304,7 @@ fn run_dev(args: DevArgs, registry: &Registry) -> i32 {
         status: !args.no_status,
         record: args.record.clone(),
         routes: args.routes,
+        control: args.control.clone(),
     };
     // The first Ctrl-C stops cleanly (drain, report); a second one exits now.
     let stop = match stop_flag() {
@@ -319,4 +325,10 @@ fn run_dev(args: DevArgs, registry: &Registry) -> i32 {
         return code;
     }
     if report.unbalanced().is_empty() { 0 } else { 1 }
+}
+
+/// A control endpoint: `tcp://HOST:PORT` or `ipc://PATH`.
+fn parse_endpoint(text: &str) -> Result<String, String> {
+    config::check_endpoint(text)?;
+    Ok(text.to_owned())
 }

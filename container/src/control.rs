@@ -6,6 +6,7 @@
 
 use std::io::Write as _;
 use std::path::Path;
+use std::time::Duration;
 
 use exchange_host::Host;
 use exchange_idl::exchange::v1::control::{self, request::Kind as Ask, response::Kind as Answer};
@@ -56,8 +57,21 @@ fn refusal(code: &str, message: String) -> Answer {
     })
 }
 
-/// Answers one request at `now`. `status` is the container's status (the
-/// host's, with what only the container knows filled in).
+/// The refusal of a request for another node than those this socket serves.
+pub(crate) fn unknown_node(node: u64, serves: &[u64]) -> Answer {
+    let serves: Vec<String> = serves.iter().map(|n| format!("n{n}")).collect();
+    refusal(
+        "unknown_node",
+        format!(
+            "this control socket serves {}, not n{node}",
+            serves.join(", ")
+        ),
+    )
+}
+
+/// Answers one request at `now` (for whichever node `host` is: the caller
+/// picked it by the request's `node`). `status` is the container's status
+/// (the host's, with what only the container knows filled in).
 pub(crate) fn answer(
     host: &mut Host,
     now: Time,
@@ -356,6 +370,52 @@ fn names(host: &Host) -> control::Names {
         .collect();
     names.sort_by(|a, b| a.name.cmp(&b.name));
     control::Names { names }
+}
+
+/// A control socket of its own (`exchange dev --control`): a ROUTER bound at
+/// an endpoint, read without blocking. (`exchange run`'s is part of its
+/// transport, polled with the app socket.)
+pub(crate) struct ControlSocket {
+    socket: zmq::Socket,
+    _context: zmq::Context,
+}
+
+impl ControlSocket {
+    /// Binds `endpoint` (requests are at most 64 KiB, as on `exchange run`).
+    pub(crate) fn bind(endpoint: &str) -> Result<ControlSocket, String> {
+        let context = zmq::Context::new();
+        let bound = |error: zmq::Error| format!("--control {endpoint}: {error}");
+        let socket = context.socket(zmq::ROUTER).map_err(bound)?;
+        socket.set_linger(0).map_err(bound)?;
+        socket.set_maxmsgsize(64 * 1024).map_err(bound)?;
+        socket.bind(endpoint).map_err(bound)?;
+        Ok(ControlSocket {
+            socket,
+            _context: context,
+        })
+    }
+
+    /// The endpoint as bound (a port 0 resolved).
+    pub(crate) fn endpoint(&self) -> Option<String> {
+        self.socket.get_last_endpoint().ok().and_then(Result::ok)
+    }
+
+    /// Waits up to `timeout` for a request.
+    pub(crate) fn wait(&self, timeout: Duration) {
+        let mut items = [self.socket.as_poll_item(zmq::POLLIN)];
+        let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+        let _ = zmq::poll(&mut items, ms);
+    }
+
+    /// The next request's frames (identity first, then the body), if any.
+    pub(crate) fn recv(&self) -> Option<Vec<Vec<u8>>> {
+        self.socket.recv_multipart(zmq::DONTWAIT).ok()
+    }
+
+    /// Sends an answer; a client that went away is ignored.
+    pub(crate) fn send(&self, frames: Vec<Vec<u8>>) {
+        let _ = self.socket.send_multipart(frames, zmq::DONTWAIT);
+    }
 }
 
 #[cfg(test)]

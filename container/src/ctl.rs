@@ -133,8 +133,8 @@ pub fn run(cli: &Cli) -> Result<String, String> {
     };
     match &cli.command {
         Command::Status { node } => {
-            let endpoint = client.endpoint_of(*node)?;
-            match client.ask(&endpoint, Ask::Status(control::StatusRequest {}))? {
+            let (endpoint, node) = client.target(*node)?;
+            match client.ask_node(&endpoint, node, Ask::Status(control::StatusRequest {}))? {
                 Answer::Status(s) if cli.json => Ok(json(&s)),
                 Answer::Status(s) => Ok(status::render(&s) + &render_capacity(&capacity_of(&s))),
                 other => Err(unexpected(&endpoint, &other)),
@@ -153,22 +153,25 @@ pub fn run(cli: &Cli) -> Result<String, String> {
             other => Err(unexpected(&cli.control, &other)),
         },
         Command::Capacity(CapacityCommand::Get { component, node }) => {
-            let endpoint = client.endpoint_of(*node)?;
+            let (endpoint, node) = client.target(*node)?;
             let get = control::GetCapacity {
                 component: component.clone().unwrap_or_default(),
             };
             capacity_answer(
                 &endpoint,
-                client.ask(&endpoint, Ask::GetCapacity(get))?,
+                client.ask_node(&endpoint, node, Ask::GetCapacity(get))?,
                 cli.json,
             )
         }
         Command::Capacity(CapacityCommand::Set(args)) => set_capacity(&client, args, cli.json),
         Command::Drain { node } => {
-            let endpoint = client.endpoint_of(Some(*node))?;
-            match client.ask(&endpoint, Ask::Drain(control::DrainRequest {}))? {
+            let (endpoint, node) = client.target(Some(*node))?;
+            match client.ask_node(&endpoint, node, Ask::Drain(control::DrainRequest {}))? {
                 Answer::Drained(d) if cli.json => Ok(json(&d)),
-                Answer::Drained(d) => Ok(format!("n{} is draining and will exit\n", d.node)),
+                Answer::Drained(d) => Ok(format!(
+                    "n{} is draining: it takes no new work and leaves the cluster\n",
+                    d.node
+                )),
                 other => Err(refused_or_unexpected(&endpoint, &other)),
             }
         }
@@ -188,8 +191,8 @@ fn set_capacity(client: &Client, args: &SetArgs, as_json: bool) -> Result<String
         persist: args.persist,
     };
     if !args.network {
-        let endpoint = client.endpoint_of(args.node)?;
-        let answer = client.ask(&endpoint, Ask::SetCapacity(set))?;
+        let (endpoint, node) = client.target(args.node)?;
+        let answer = client.ask_node(&endpoint, node, Ask::SetCapacity(set))?;
         return capacity_answer(&endpoint, answer, as_json);
     }
     if set.component.is_empty() {
@@ -201,7 +204,7 @@ fn set_capacity(client: &Client, args: &SetArgs, as_json: bool) -> Result<String
     let mut replies = Vec::new();
     for member in client.members()?.members {
         let endpoint = client.control_endpoint(&member)?;
-        match client.ask(&endpoint, Ask::SetCapacity(set.clone()))? {
+        match client.ask_node(&endpoint, member.node, Ask::SetCapacity(set.clone()))? {
             Answer::Capacity(reply) => replies.push(reply),
             Answer::Refused(refusal) if refusal.code == "unknown_component" => {}
             other => return Err(refused_or_unexpected(&endpoint, &other)),
@@ -235,10 +238,18 @@ struct Client {
 }
 
 impl Client {
+    /// Asks the node that serves `endpoint`.
     fn ask(&self, endpoint: &str, ask: Ask) -> Result<Answer, String> {
+        self.ask_node(endpoint, 0, ask)
+    }
+
+    /// Asks node `node` (0: the one that serves `endpoint`), for a socket
+    /// that serves several (`exchange dev --control`).
+    fn ask_node(&self, endpoint: &str, node: u64, ask: Ask) -> Result<Answer, String> {
         let request = control::Request {
             kind: Some(ask),
             client: client_name(),
+            node,
         };
         status::call(endpoint, self.timeout, &request)
     }
@@ -250,15 +261,16 @@ impl Client {
         }
     }
 
-    /// The control endpoint of `node` (`None`: the one talked to), as
-    /// membership advertises it.
-    fn endpoint_of(&self, node: Option<u64>) -> Result<String, String> {
+    /// Where to ask `node` (`None`: the node talked to): the control
+    /// endpoint membership advertises for it, and its id (which a socket
+    /// serving several nodes needs).
+    fn target(&self, node: Option<u64>) -> Result<(String, u64), String> {
         let Some(node) = node else {
-            return Ok(self.endpoint.clone());
+            return Ok((self.endpoint.clone(), 0));
         };
         let members = self.members()?;
         match members.members.iter().find(|m| m.node == node) {
-            Some(member) => self.control_endpoint(member),
+            Some(member) => Ok((self.control_endpoint(member)?, node)),
             None => {
                 let known: Vec<String> = members
                     .members

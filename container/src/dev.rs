@@ -9,12 +9,15 @@ use std::time::Duration;
 
 use exchange_discovery::{ClusterKey, Event as MemberEvent, Settings, in_memory_addr};
 use exchange_host::{Cluster, Host, Labels, News};
+use exchange_idl::exchange::v1::control;
 use exchange_runtime::netem::{LinkParams, Netem};
 use exchange_runtime::trace::{TraceLog, render_chain};
-use exchange_runtime::{Address, Event, Node, NodeId, Time, TraceRecord};
+use exchange_runtime::{Address, Event, Input, Node, NodeId, Time, TraceRecord};
+use prost::Message as _;
 
 use crate::clock::{Clock, RealStopwatch};
 use crate::config::{AppConfig, Routes};
+use crate::control::{After, ControlSocket, Policy, answer, is_local, unknown_node};
 use crate::record_file::RecordFile;
 use crate::registry::Registry;
 use crate::report::Report;
@@ -36,6 +39,8 @@ pub(crate) struct DevOptions {
     pub(crate) routes: Routes,
     /// Links to cut, and when.
     pub(crate) cuts: CutSchedule,
+    /// Serve the control plane for every node at this endpoint.
+    pub(crate) control: Option<String>,
 }
 
 /// `--cut A[:B]@START..END`: the links between component `a`'s node and
@@ -200,7 +205,12 @@ pub(crate) fn build_network(
 
 /// Gives every host a membership over the emulated network (the code
 /// `exchange run` runs over UDP), every node seeded from `n1`.
-fn join_all(cluster: &mut Cluster, app: &AppConfig, now: Time) -> Result<(), String> {
+fn join_all(
+    cluster: &mut Cluster,
+    app: &AppConfig,
+    now: Time,
+    control: Option<&str>,
+) -> Result<(), String> {
     let probe_period = app
         .discovery
         .as_ref()
@@ -217,7 +227,9 @@ fn join_all(cluster: &mut Cluster, app: &AppConfig, now: Time) -> Result<(), Str
         let labels = Labels {
             version: "dev",
             app_endpoint: &endpoint,
-            control_endpoint: "",
+            // With `--control`, one socket serves every node (the request
+            // names the node).
+            control_endpoint: control.unwrap_or(""),
             network: "dev",
             host: "dev",
         };
@@ -225,6 +237,63 @@ fn join_all(cluster: &mut Cluster, app: &AppConfig, now: Time) -> Result<(), Str
             .map_err(|error| format!("discovery for {id} ({}): {error}", host.node().name()))?;
     }
     Ok(())
+}
+
+/// Routes from discovery (every node joins, advertising `control` as its
+/// control endpoint) or static; returns whether from discovery.
+fn find_routes(
+    cluster: &mut Cluster,
+    app: &AppConfig,
+    routes: Routes,
+    now: Time,
+    control: Option<&str>,
+) -> Result<bool, String> {
+    match routes {
+        Routes::Discovery => join_all(cluster, app, now, control)?,
+        Routes::Static => cluster.route_statically(now),
+    }
+    Ok(routes == Routes::Discovery)
+}
+
+/// `--control`: the socket, what it may do, and the endpoint as bound.
+fn bind_control(endpoint: &str) -> Result<(ControlSocket, Policy, String), String> {
+    let socket = ControlSocket::bind(endpoint)?;
+    let bound = socket.endpoint().unwrap_or_else(|| endpoint.to_owned());
+    let policy = Policy {
+        writable: is_local(&bound),
+        overlay: None,
+    };
+    eprintln!("control plane for every node at {bound}");
+    Ok((socket, policy, bound))
+}
+
+/// Answers a control request for the node it names (0: the first). A drain
+/// makes that node leave the cluster and refuse new work; `exchange dev`
+/// itself runs on.
+fn answer_for(
+    cluster: &mut Cluster,
+    now: Time,
+    request: control::Request,
+    policy: &Policy,
+) -> control::response::Kind {
+    let ids: Vec<u64> = cluster.nodes().map(|node| node.id().0).collect();
+    let wanted = match request.node {
+        0 => ids.first().copied().unwrap_or(0),
+        node => node,
+    };
+    let Some(host) = cluster
+        .hosts_mut()
+        .iter_mut()
+        .find(|host| host.node().id().0 == wanted)
+    else {
+        return unknown_node(request.node, &ids);
+    };
+    let (answer, after) = answer(host, now, request, policy, |host| host.status(now));
+    if after == After::Drain {
+        host.leave(now);
+        host.handle(now, Input::Drain);
+    }
+    answer
 }
 
 /// Runs the app until `run_for` passes or `stop` is set, drains, shuts down and
@@ -236,14 +305,11 @@ pub(crate) fn run(
     stop: &Arc<AtomicBool>,
 ) -> Result<Report, String> {
     let mut cluster = build_network(app, registry, options.link.clone(), true)?;
+    let control = options.control.as_deref().map(bind_control).transpose()?;
     let clock = Clock::new();
     let started = clock.now();
-    let discovery = options.routes == Routes::Discovery;
-    if discovery {
-        join_all(&mut cluster, app, started)?;
-    } else {
-        cluster.route_statically(started);
-    }
+    let endpoint = control.as_ref().map(|(_, _, bound)| bound.as_str());
+    let discovery = find_routes(&mut cluster, app, options.routes, started, endpoint)?;
     let mut status = StatusLine::new(options.status, started);
     let mut record = match &options.record {
         Some(path) => {
@@ -260,6 +326,7 @@ pub(crate) fn run(
         started,
         traces: TraceLog::new(256, 256),
         down: BTreeSet::new(),
+        control: control.map(|(socket, policy, _)| (socket, policy)),
     };
     world.cluster.start(started);
     loop {
@@ -276,7 +343,7 @@ pub(crate) fn run(
             .into_iter()
             .flatten()
             .min();
-        sleep_until(&clock, wake);
+        world.wait(&clock, wake);
     }
     let ran = clock.now() - started;
 
@@ -318,9 +385,45 @@ struct World {
     traces: TraceLog,
     /// (observer, member) pairs seen going down and not back up yet.
     down: BTreeSet<(NodeId, NodeId)>,
+    /// `--control`: the socket and what it may do.
+    control: Option<(ControlSocket, Policy)>,
 }
 
 impl World {
+    /// Waits until `wake` (at most 10 ms), answering control requests as
+    /// they come.
+    fn wait(&mut self, clock: &Clock, wake: Option<Time>) {
+        let Some((socket, _)) = &self.control else {
+            return sleep_until(clock, wake);
+        };
+        let now = clock.now();
+        let wait = wake.map_or(Duration::from_millis(10), |wake| wake - now);
+        socket.wait(wait.min(Duration::from_millis(10)));
+        self.serve_control(clock.now());
+    }
+
+    /// Answers waiting control requests (up to 64), each for the node it
+    /// names (0: n1).
+    fn serve_control(&mut self, now: Time) {
+        let Some((socket, policy)) = &self.control else {
+            return;
+        };
+        for _ in 0..64 {
+            let Some(mut frames) = socket.recv() else {
+                return;
+            };
+            let body = frames.pop().unwrap_or_default();
+            let answer = match control::Request::decode(body.as_slice()) {
+                Ok(request) => answer_for(&mut self.cluster, now, request, policy),
+                Err(error) => control::response::Kind::Error(format!(
+                    "not an exchange.v1.control.Request: {error}"
+                )),
+            };
+            frames.push(control::Response { kind: Some(answer) }.encode_to_vec());
+            socket.send(frames);
+        }
+    }
+
     /// One turn at `now`: the cuts and heals due, the hosts, what they
     /// reported; what happened to the network is printed.
     fn turn(&mut self, now: Time, status: &StatusLine) {

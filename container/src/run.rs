@@ -441,6 +441,9 @@ impl Container {
             };
             let body = frames.pop().unwrap_or_default();
             let kind = match control::Request::decode(body.as_slice()) {
+                Ok(request) if ![0, self.host.node().id().0].contains(&request.node) => {
+                    crate::control::unknown_node(request.node, &[self.host.node().id().0])
+                }
                 Ok(request) => {
                     let udp = self.udp.as_ref().map(Udp::send_errors);
                     let (answer, after) = crate::control::answer(

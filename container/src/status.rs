@@ -45,6 +45,7 @@ pub fn fetch(endpoint: &str, timeout: Duration) -> Result<control::NodeStatus, S
     let request = control::Request {
         kind: Some(control::request::Kind::Status(control::StatusRequest {})),
         client: "exchange status".into(),
+        node: 0,
     };
     match call(endpoint, timeout, &request)? {
         control::response::Kind::Status(status) => Ok(status),

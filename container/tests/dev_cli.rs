@@ -300,3 +300,55 @@ fn environment_overrides_config() {
     let (_, report) = dev_with_report(&["--for", "300ms"], &[("EXCHANGE__SEED", "77")]);
     assert_eq!(report["seed"], 77);
 }
+
+#[test]
+fn dev_serves_the_control_plane_for_every_node() {
+    use clap::Parser as _;
+    use exchange_container::ctl::{Cli, run as ctl};
+
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("ipc://{}/control.sock", dir.path().display());
+    let report_path = dir.path().join("report.json");
+    let child = exchange()
+        .args(["dev", "--no-status", "--for", "4s", "--control", &endpoint])
+        .args(["--report", report_path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("exchange dev starts");
+    let ask = |args: &[&str]| {
+        let mut argv = vec!["exchangectl", "--control", &endpoint, "--timeout", "500ms"];
+        argv.extend_from_slice(args);
+        ctl(&Cli::parse_from(argv))
+    };
+    // The nodes find each other first; n1 answers for the cluster.
+    let started = Instant::now();
+    let members = loop {
+        match ask(&["members"]) {
+            Ok(members) if members.lines().count() == 5 => break members,
+            _ if started.elapsed() > Duration::from_secs(3) => panic!("no members"),
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    assert!(members.contains(&endpoint), "{members}");
+    let set = ask(&["capacity", "set", "feed", "--node", "2", "--rate", "100"]).unwrap();
+    assert!(set.starts_with("capacity of n2 (feed)"), "{set}");
+    assert!(set.contains("100 (live)"), "{set}");
+    let status = ask(&["status", "--node", "3"]).unwrap();
+    assert!(status.starts_with("node n3 (loadgen)"), "{status}");
+    // A store mailbox of 5 fills at once: its congestion is published and logged.
+    ask(&["capacity", "set", "store", "--mailbox-len-max", "5"]).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let log = text(&output.stderr);
+    assert!(log.contains("capacity changed"), "{log}");
+    assert!(log.contains("congested"), "{log}");
+    let report = assert_report_balances(&report_path);
+    assert!(
+        report["components"]["feed"]["bounced"]["throttled"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "{}",
+        report["components"]["feed"]
+    );
+}
