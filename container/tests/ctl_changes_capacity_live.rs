@@ -271,3 +271,65 @@ fn a_network_rate_holds_while_an_instance_dies_and_another_joins() {
         );
     }
 }
+
+#[test]
+fn a_persisted_change_survives_a_restart_and_a_public_control_socket_is_read_only() {
+    let mut cluster = Cluster::of(&[STORE]);
+    let overlay = cluster.dir.path().join("store.overlay.toml");
+    let overlay_env = overlay.to_str().unwrap().to_owned();
+    let env = [("EXCHANGE__RUN__OVERLAY", overlay_env.as_str())];
+    cluster.start_with_env(STORE, "", &env);
+    cluster.status(STORE);
+    let set = ["capacity", "set", "store", "--rate", "700", "--persist"];
+    ctl(&cluster, STORE, &set).unwrap();
+    ctl(
+        &cluster,
+        STORE,
+        &[
+            "capacity",
+            "set",
+            "--dispatch-per-turn-max",
+            "64",
+            "--persist",
+        ],
+    )
+    .unwrap();
+    let written = std::fs::read_to_string(&overlay).unwrap();
+    assert!(
+        written.contains("[[capacity]]") && written.contains("rate = 700"),
+        "{written}"
+    );
+
+    cluster.terminate(STORE, Duration::from_secs(5));
+    cluster.start_with_env(STORE, "", &env);
+    cluster.status(STORE);
+    let after = ctl(&cluster, STORE, &["capacity", "get"]).unwrap();
+    assert!(after.contains("dispatch_per_turn_max 64 (live)"), "{after}");
+    assert!(after.contains("700 (live)"), "{after}");
+    cluster.terminate(STORE, Duration::from_secs(5));
+
+    // Bound on every interface, the control socket serves reads only.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let public = format!("tcp://0.0.0.0:{port}");
+    cluster.start_with_env(STORE, "", &[("EXCHANGE__RUN__CONTROL", public.as_str())]);
+    let endpoint = format!("tcp://127.0.0.1:{port}");
+    let ask = |args: &[&str]| {
+        let mut argv = vec!["exchangectl", "--control", &endpoint];
+        argv.extend_from_slice(args);
+        run(&Cli::parse_from(argv))
+    };
+    let started = Instant::now();
+    while ask(&["names"]).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(5), "no answer");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        ask(&["capacity", "set", "store", "--rate", "5"]).unwrap_err(),
+        "refused (read_only): this control socket is not bound to loopback or ipc://, so it takes no changes"
+    );
+    assert!(ask(&["drain", "1"]).unwrap_err().contains("read_only"));
+}

@@ -42,13 +42,13 @@ pub(crate) struct Mailbox {
     /// How fast the mailbox drained lately, for the retry-after of a refusal:
     /// messages taken in the window that began at `window_start`, and the
     /// rate of the last whole window (0: not known yet).
-    window_start: Time,
+    window_start_us: u64,
     window_taken: u64,
     pub(crate) drain_per_sec: u64,
 }
 
-/// The window over which a mailbox's drain rate is measured.
-const DRAIN_WINDOW: Duration = Duration::from_millis(100);
+/// The window over which a mailbox's drain rate is measured, in µs.
+const DRAIN_WINDOW_US: u64 = 100_000;
 
 impl Mailbox {
     fn new(len_max: usize, bytes_max: usize, marks: (u8, u8)) -> Mailbox {
@@ -63,7 +63,7 @@ impl Mailbox {
             high: 0,
             low: 0,
             congested: false,
-            window_start: Time::ZERO,
+            window_start_us: 0,
             window_taken: 0,
             drain_per_sec: 0,
         };
@@ -72,7 +72,10 @@ impl Mailbox {
     }
 
     fn set_bounds(&mut self, len_max: usize, bytes_max: usize, (high_pct, low_pct): (u8, u8)) {
-        self.lowered_from = self.lowered_from.max(self.messages - self.responses);
+        let admitted = self.messages - self.responses;
+        if admitted > len_max {
+            self.lowered_from = self.lowered_from.max(admitted);
+        }
         self.len_max = len_max;
         self.bytes_max = bytes_max;
         self.high = (len_max * usize::from(high_pct)).div_ceil(100).max(1);
@@ -109,15 +112,22 @@ impl Mailbox {
         self.messages -= 1;
         self.responses -= usize::from(response);
         self.bytes -= size;
-        self.lowered_from = self.lowered_from.min(self.messages - self.responses);
+        if self.lowered_from > 0 {
+            self.lowered_from = self.lowered_from.min(self.messages - self.responses);
+        }
         self.window_taken += 1;
-        let elapsed = now.saturating_since(self.window_start);
-        if elapsed >= DRAIN_WINDOW {
-            self.drain_per_sec = self.window_taken * 1_000_000 / elapsed.as_micros().max(1) as u64;
-            self.window_start = now;
-            self.window_taken = 0;
+        let elapsed_us = now.as_micros().saturating_sub(self.window_start_us);
+        if elapsed_us >= DRAIN_WINDOW_US {
+            self.end_window(now, elapsed_us);
         }
         self.congested && self.messages <= self.low
+    }
+
+    #[cold]
+    fn end_window(&mut self, now: Time, elapsed_us: u64) {
+        self.drain_per_sec = self.window_taken * 1_000_000 / elapsed_us;
+        self.window_start_us = now.as_micros();
+        self.window_taken = 0;
     }
 
     /// Whether what was admitted under the limits is within them (responses,
