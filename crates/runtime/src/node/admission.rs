@@ -9,6 +9,7 @@ use smallvec::smallvec;
 
 use super::output::{Event, Output, TraceOutcome, TraceRecord};
 use super::pending::Pending;
+use super::queue::Admit;
 use super::{Node, State};
 use crate::codec::{HEADER_BYTES_MAX, decode_header, decode_header_into};
 use crate::ids::{Address, ComponentId, CorrelationId, NodeId};
@@ -114,24 +115,21 @@ impl Node {
             return self.enqueue(id, size, message);
         }
         let size = message.size_bytes();
-        if !self.queue.admits(id, size) {
-            if self.sabotaged() {
-                // The defect the accounting checks must catch: gone, uncounted.
-                return;
+        match self.queue.admit(id, size, self.now) {
+            Admit::Yes => self.enqueue(id, size, message),
+            // The defect the accounting checks must catch: gone, uncounted.
+            Admit::Full if self.sabotaged() => {}
+            Admit::Full => {
+                let retry_after = self.queue.retry_after(id, self.now);
+                let (reason, detail) = (BounceReason::Overloaded, "mailbox full");
+                self.refuse_with(id, message, reason, detail, Some(retry_after));
             }
-            let retry_after = self.queue.mailbox(id).retry_after();
-            let (reason, detail) = (BounceReason::Overloaded, "mailbox full");
-            return self.refuse_with(id, message, reason, detail, Some(retry_after));
+            Admit::Throttled(wait_us) => {
+                let retry_after = Some(Duration::from_micros(wait_us));
+                let (reason, detail) = (BounceReason::Throttled, "over the admission rate");
+                self.refuse_with(id, message, reason, detail, retry_after);
+            }
         }
-        let now = self.now.as_micros();
-        if let Some(bucket) = &mut self.slots[id.index()].bucket
-            && let Err(wait_us) = bucket.take(now)
-        {
-            let retry_after = Some(Duration::from_micros(wait_us));
-            let (reason, detail) = (BounceReason::Throttled, "over the admission rate");
-            return self.refuse_with(id, message, reason, detail, retry_after);
-        }
-        self.enqueue(id, size, message);
     }
 
     /// Queues an admitted message; reports congestion if it began.

@@ -9,7 +9,7 @@
 //! [`Input::Capacity`]: crate::Input::Capacity
 
 use bytes::Bytes;
-use exchange_circuit::{Rate, TokenBucket};
+use exchange_circuit::Rate;
 use exchange_idl::exchange::v1::control;
 use prost::Message as _;
 
@@ -305,8 +305,7 @@ impl Node {
 
     /// Messages a component's admission rate would admit now, if it has one.
     pub fn tokens(&self, id: ComponentId) -> Option<u32> {
-        let slot = self.slots.get(id.index())?;
-        Some(slot.bucket.as_ref()?.available(self.now.as_micros()))
+        self.queue.tokens(id, self.now)
     }
 
     /// Applies a capacity change (see [`CapacityChange`]); one that does not
@@ -384,17 +383,8 @@ impl Node {
     /// Puts `capacity` in force for `id`: the mailbox bounds, the admission
     /// rate (keeping the tokens spent); one event per limit that changed.
     fn apply_capacity(&mut self, id: ComponentId, capacity: Capacity, by: &str) {
-        let now = self.now.as_micros();
-        let slot = &mut self.slots[id.index()];
-        let old = std::mem::replace(&mut slot.capacity, capacity);
-        slot.bucket = match (slot.bucket.take(), capacity.rate()) {
-            (_, None) => None,
-            (Some(mut bucket), Some(rate)) => {
-                bucket.set_rate(rate, now);
-                Some(bucket)
-            }
-            (None, Some(rate)) => Some(TokenBucket::new(rate)),
-        };
+        let old = std::mem::replace(&mut self.slots[id.index()].capacity, capacity);
+        self.queue.set_rate(id, capacity.rate(), self.now);
         self.queue.set_bounds(
             id,
             capacity.get(Limit::MailboxLenMax).value as usize,

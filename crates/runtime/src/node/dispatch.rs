@@ -86,7 +86,7 @@ impl Node {
         self.refuse_awaiting("the node stopped");
         self.state = State::Stopped;
         self.quiesce();
-        while let Some((id, item, _)) = self.queue.pop(self.now) {
+        while let Some((id, item, _)) = self.queue.pop() {
             let Item::Message(message) = item else {
                 continue;
             };
@@ -129,7 +129,7 @@ impl Node {
     /// Handles the next queued item (first come, first served across the node).
     /// Returns the component that ran, or `None` if nothing is queued.
     fn dispatch(&mut self) -> Option<ComponentId> {
-        let (id, item, decongested) = self.queue.pop(self.now)?;
+        let (id, item, decongested) = self.queue.pop()?;
         if decongested {
             self.congestion(id, false);
         }

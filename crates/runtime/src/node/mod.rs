@@ -42,7 +42,6 @@ mod timers;
 use std::collections::VecDeque;
 
 use bytes::BytesMut;
-use exchange_circuit::TokenBucket;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -111,8 +110,6 @@ struct Slot {
     /// The names it handles (the first counts its instances network-wide).
     handles: Vec<Name>,
     capacity: Capacity,
-    /// Its admission rate, if it has one.
-    bucket: Option<TokenBucket>,
     failed: bool,
     window_start: Time,
     restarts_in_window: u32,
@@ -240,9 +237,10 @@ impl Node {
             limits.mailbox_bytes_max,
             self.config.marks(),
         );
+        let capacity = Capacity::from_config(&limits);
+        self.queue.set_rate(id, capacity.rate(), self.now);
         self.timers.add_component();
         let seed = self.minter.seed();
-        let capacity = Capacity::from_config(&limits);
         self.slots.push(Slot {
             name: Name::new(name),
             factory,
@@ -252,7 +250,6 @@ impl Node {
             stats: ComponentStats::default(),
             handles: handles.iter().map(|h| self.router.intern(h)).collect(),
             capacity,
-            bucket: capacity.rate().map(TokenBucket::new),
             limits,
             failed: false,
             window_start: Time::ZERO,

@@ -7,6 +7,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use exchange_circuit::{Rate, TokenBucket};
+
 use crate::ids::ComponentId;
 use crate::message::Message;
 use crate::time::Time;
@@ -39,16 +41,34 @@ pub(crate) struct Mailbox {
     high: usize,
     low: usize,
     pub(crate) congested: bool,
-    /// How fast the mailbox drained lately, for the retry-after of a refusal:
-    /// messages taken in the window that began at `window_start`, and the
-    /// rate of the last whole window (0: not known yet).
-    window_start_us: u64,
-    window_taken: u64,
-    pub(crate) drain_per_sec: u64,
+    /// Messages taken out, ever; and when (µs) and at what count the drain
+    /// rate was last measured (only when a refusal needs it, so the message
+    /// path does no more than count).
+    taken: u64,
+    mark_us: u64,
+    mark_taken: u64,
+    /// The drain rate as last measured (0: not known).
+    drain_per_sec: u64,
+    /// Its admission rate, if it has one.
+    bucket: Option<TokenBucket>,
 }
 
-/// The window over which a mailbox's drain rate is measured, in µs.
+/// A drain rate is measured over at least this long (µs)…
 const DRAIN_WINDOW_US: u64 = 100_000;
+/// …and at most this: a mark older than that spans quiet time, and starts a
+/// new measurement instead.
+const DRAIN_WINDOW_MAX_US: u64 = 1_000_000;
+
+/// Whether a message may join a mailbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Yes.
+    Yes,
+    /// The mailbox is full (count or bytes).
+    Full,
+    /// The admission rate is spent; a token is free in this many µs.
+    Throttled(u64),
+}
 
 impl Mailbox {
     fn new(len_max: usize, bytes_max: usize, marks: (u8, u8)) -> Mailbox {
@@ -63,9 +83,11 @@ impl Mailbox {
             high: 0,
             low: 0,
             congested: false,
-            window_start_us: 0,
-            window_taken: 0,
+            taken: 0,
+            mark_us: 0,
+            mark_taken: 0,
             drain_per_sec: 0,
+            bucket: None,
         };
         mailbox.set_bounds(len_max, bytes_max, marks);
         mailbox
@@ -98,9 +120,9 @@ impl Mailbox {
         !self.congested && self.messages >= self.high
     }
 
-    /// Counts a message out at `now`; true if that ended its congestion.
+    /// Counts a message out; true if that ended its congestion.
     #[inline]
-    fn remove(&mut self, size: usize, response: bool, now: Time) -> bool {
+    fn remove(&mut self, size: usize, response: bool) -> bool {
         debug_assert!(
             self.messages > 0 && self.bytes >= size,
             "uncounting {size} bytes from {self:?}"
@@ -115,19 +137,8 @@ impl Mailbox {
         if self.lowered_from > 0 {
             self.lowered_from = self.lowered_from.min(self.messages - self.responses);
         }
-        self.window_taken += 1;
-        let elapsed_us = now.as_micros().saturating_sub(self.window_start_us);
-        if elapsed_us >= DRAIN_WINDOW_US {
-            self.end_window(now, elapsed_us);
-        }
+        self.taken += 1;
         self.congested && self.messages <= self.low
-    }
-
-    #[cold]
-    fn end_window(&mut self, now: Time, elapsed_us: u64) {
-        self.drain_per_sec = self.window_taken * 1_000_000 / elapsed_us;
-        self.window_start_us = now.as_micros();
-        self.window_taken = 0;
     }
 
     /// Whether what was admitted under the limits is within them (responses,
@@ -147,10 +158,18 @@ impl Mailbox {
         self.bytes
     }
 
-    /// How long until a refused message could fit: the messages over the
-    /// bound, at the rate the mailbox drained lately, between 1 ms and 60 s;
-    /// 100 ms while that rate is not known yet.
-    pub(crate) fn retry_after(&self) -> Duration {
+    /// How long, at `now`, until a refused message could fit: the messages
+    /// over the bound, at the rate the mailbox drained over the last 0.1 to
+    /// 1 s, between 1 ms and 60 s; 100 ms while that rate is not known.
+    pub(crate) fn retry_after(&mut self, now: Time) -> Duration {
+        let now_us = now.as_micros();
+        let elapsed_us = now_us.saturating_sub(self.mark_us);
+        if elapsed_us > DRAIN_WINDOW_MAX_US {
+            (self.mark_us, self.mark_taken, self.drain_per_sec) = (now_us, self.taken, 0);
+        } else if elapsed_us >= DRAIN_WINDOW_US {
+            self.drain_per_sec = (self.taken - self.mark_taken) * 1_000_000 / elapsed_us;
+            (self.mark_us, self.mark_taken) = (now_us, self.taken);
+        }
         let excess = (self.messages + 1).saturating_sub(self.len_max).max(1) as u64;
         match self.drain_per_sec {
             0 => Duration::from_millis(100),
@@ -203,9 +222,51 @@ impl RunQueue {
     }
 
     /// Whether `id`'s mailbox has room for a message of `size` bytes.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn admits(&self, id: ComponentId, size: usize) -> bool {
         self.mailboxes[id.index()].admits(size)
+    }
+
+    /// Whether a message of `size` bytes may join `id`'s mailbox at `now`:
+    /// room first, then a token of its admission rate (taken if so).
+    #[inline]
+    pub(crate) fn admit(&mut self, id: ComponentId, size: usize, now: Time) -> Admit {
+        let mailbox = &mut self.mailboxes[id.index()];
+        if !mailbox.admits(size) {
+            return Admit::Full;
+        }
+        match &mut mailbox.bucket {
+            None => Admit::Yes,
+            Some(bucket) => match bucket.take(now.as_micros()) {
+                Ok(()) => Admit::Yes,
+                Err(wait_us) => Admit::Throttled(wait_us),
+            },
+        }
+    }
+
+    /// How long until a message refused by `id`'s full mailbox could fit.
+    pub(crate) fn retry_after(&mut self, id: ComponentId, now: Time) -> Duration {
+        self.mailboxes[id.index()].retry_after(now)
+    }
+
+    /// Puts an admission rate in force for `id` (none: unlimited), keeping
+    /// the tokens already spent.
+    pub(crate) fn set_rate(&mut self, id: ComponentId, rate: Option<Rate>, now: Time) {
+        let mailbox = &mut self.mailboxes[id.index()];
+        mailbox.bucket = match (mailbox.bucket.take(), rate) {
+            (_, None) => None,
+            (Some(mut bucket), Some(rate)) => {
+                bucket.set_rate(rate, now.as_micros());
+                Some(bucket)
+            }
+            (None, Some(rate)) => Some(TokenBucket::new(rate)),
+        };
+    }
+
+    /// Admissions `id`'s rate allows at `now`, if it has one.
+    pub(crate) fn tokens(&self, id: ComponentId, now: Time) -> Option<u32> {
+        let bucket = self.mailboxes.get(id.index())?.bucket.as_ref()?;
+        Some(bucket.available(now.as_micros()))
     }
 
     /// Queues a message of `size` bytes (its [`Message::size_bytes`]) for
@@ -227,16 +288,15 @@ impl RunQueue {
         self.items.push_back((id, 0, Item::Timer { token }));
     }
 
-    /// Takes the next item at `now`, uncounting it from its mailbox; the
-    /// flag says that ended its component's congestion (the caller reports
-    /// it and marks it with `set_congested`).
+    /// Takes the next item, uncounting it from its mailbox; the flag says
+    /// that ended its component's congestion (the caller reports it and
+    /// marks it with `set_congested`).
     #[inline(always)]
-    pub(crate) fn pop(&mut self, now: Time) -> Option<(ComponentId, Item, bool)> {
+    pub(crate) fn pop(&mut self) -> Option<(ComponentId, Item, bool)> {
         let (id, size, item) = self.items.pop_front()?;
         let mut decongested = false;
         if let Item::Message(message) = &item {
-            decongested =
-                self.mailboxes[id.index()].remove(size, message.header.is_response(), now);
+            decongested = self.mailboxes[id.index()].remove(size, message.header.is_response());
         }
         Some((id, item, decongested))
     }
@@ -272,7 +332,6 @@ mod tests {
     }
 
     const MARKS: (u8, u8) = (80, 50);
-    const T: Time = Time::from_micros(1_000_000);
 
     #[test]
     fn mailboxes_are_bounded_by_count_and_bytes() {
@@ -285,11 +344,11 @@ mod tests {
         queue.push_timer(id, 7);
         let _ = queue.push_message(id, size, message(100));
         assert!(!queue.admits(id, 1), "a third message is over len_max");
-        assert!(matches!(queue.pop(T), Some((_, Item::Message(_), _))));
+        assert!(matches!(queue.pop(), Some((_, Item::Message(_), _))));
         assert!(queue.admits(id, size));
         assert!(!queue.admits(id, 3 * size + 1), "over bytes_max");
         assert!(matches!(
-            queue.pop(T),
+            queue.pop(),
             Some((_, Item::Timer { token: 7 }, _))
         ));
         let _ = queue.push_message(id, size, message(100));
@@ -317,11 +376,11 @@ mod tests {
         );
         assert!(!queue.admits(id, size));
         for left in (3..8).rev() {
-            queue.pop(T).unwrap();
+            queue.pop().unwrap();
             assert_eq!(queue.len_of(id), left);
             assert!(!queue.admits(id, size), "{left} queued, bound 3");
         }
-        queue.pop(T).unwrap();
+        queue.pop().unwrap();
         assert!(queue.admits(id, size));
         let _ = queue.push_message(id, size, message(0));
         let _ = queue.push_message(id, size, message(0));
@@ -348,7 +407,7 @@ mod tests {
             .collect();
         assert_eq!(crossings.iter().position(|c| *c), Some(7), "at 8 of 10");
         assert_eq!(crossings.iter().filter(|c| **c).count(), 1);
-        let ends: Vec<bool> = (0..10).map(|_| queue.pop(T).unwrap().2).collect();
+        let ends: Vec<bool> = (0..10).map(|_| queue.pop().unwrap().2).collect();
         assert_eq!(ends.iter().position(|e| *e), Some(4), "back at 5 of 10");
     }
 
@@ -358,15 +417,21 @@ mod tests {
         let id = ComponentId(0);
         let size = message(0).size_bytes();
         queue.add_mailbox(10, 1 << 20, MARKS);
-        assert_eq!(queue.mailbox(id).retry_after(), Duration::from_millis(100));
-        for i in 0..=100u64 {
+        let at_ms = |ms: u64| Time::from_micros(10_000_000 + ms * 1000);
+        assert_eq!(queue.retry_after(id, at_ms(0)), Duration::from_millis(100));
+        // 500 a second over 100 ms; a full mailbox, one over its bound: 2 ms.
+        for _ in 0..50 {
             let _ = queue.push_message(id, size, message(0));
-            queue.pop(Time::from_micros(i * 1000)).unwrap();
+            queue.pop().unwrap();
         }
-        // 1000 a second; one over the bound of a full mailbox: 1 ms.
         for _ in 0..10 {
             let _ = queue.push_message(id, size, message(0));
         }
-        assert_eq!(queue.mailbox(id).retry_after(), Duration::from_millis(1));
+        assert_eq!(queue.retry_after(id, at_ms(100)), Duration::from_millis(2));
+        // Measured again after a quiet spell: not known, until it is.
+        assert_eq!(
+            queue.retry_after(id, at_ms(5000)),
+            Duration::from_millis(100)
+        );
     }
 }
