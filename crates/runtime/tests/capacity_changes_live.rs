@@ -103,6 +103,7 @@ fn a_lowered_mailbox_bound_keeps_what_is_queued_and_refuses_new_work() {
         Output::Event(Event::CapacityChanged { limit: Limit::MailboxLenMax, old, new, .. })
             if old.value == 10 && new.value == 3 && new.source == Source::Live
     )));
+
     assert_eq!(node.queue_len(sink), 8, "nothing queued is dropped");
 
     // Sends from another node find the mailbox over its new bound: each
@@ -415,4 +416,44 @@ fn a_network_limit_is_shared_among_the_instances_known() {
         Input::Capacity(change(sink.0).set(Limit::RatePerSec, 50)),
     );
     assert_eq!(rate(&node).source, Source::Live);
+}
+
+#[test]
+fn a_bound_moved_past_the_queue_starts_or_ends_congestion_at_once() {
+    let mut node = node(1);
+    let sink = node
+        .add_component("sink", limits(100), recorder(&["work.do"], &log(), false))
+        .unwrap();
+    node.add_component("pump", ComponentLimits::default(), pump(9, &log()))
+        .unwrap();
+    node.handle(T0, Input::Start);
+    one_per_turn(&mut node);
+    node.handle(at_ms(1), Input::Timeout);
+    node.handle(at_ms(1), Input::Run);
+    assert_eq!(node.queue_len(sink), 9);
+    let congestion = |node: &mut exchange_runtime::Node| -> Vec<(bool, usize, usize)> {
+        outputs(node)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Event(Event::Congestion {
+                    congested,
+                    queue_len,
+                    limit,
+                    ..
+                }) => Some((congested, queue_len, limit)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(congestion(&mut node), vec![]);
+    node.handle(
+        at_ms(1),
+        Input::Capacity(change(sink.0).set(Limit::MailboxLenMax, 10)),
+    );
+    assert_eq!(congestion(&mut node), vec![(true, 9, 10)]);
+    node.handle(
+        at_ms(1),
+        Input::Capacity(change(sink.0).set(Limit::MailboxLenMax, 100)),
+    );
+    assert_eq!(congestion(&mut node), vec![(false, 9, 100)]);
 }

@@ -382,15 +382,24 @@ impl Node {
 
     /// Puts `capacity` in force for `id`: the mailbox bounds, the admission
     /// rate (keeping the tokens spent); one event per limit that changed.
+    /// A bound that moved past the queue starts or ends its congestion at once.
     fn apply_capacity(&mut self, id: ComponentId, capacity: Capacity, by: &str) {
         let old = std::mem::replace(&mut self.slots[id.index()].capacity, capacity);
-        self.queue.set_rate(id, capacity.rate(), self.now);
+        if old == capacity {
+            return;
+        }
+        if old.rate() != capacity.rate() {
+            self.queue.set_rate(id, capacity.rate(), self.now);
+        }
         self.queue.set_bounds(
             id,
             capacity.get(Limit::MailboxLenMax).value as usize,
             capacity.get(Limit::MailboxBytesMax).value as usize,
             self.config.marks(),
         );
+        if let Some(congested) = self.queue.congestion_moved(id) {
+            self.congestion(id, congested);
+        }
         for limit in Limit::COMPONENT {
             let (old, new) = (old.get(limit), capacity.get(limit));
             if old != new {

@@ -206,6 +206,18 @@ impl RunQueue {
         self.mailboxes[id.index()].set_bounds(len_max, bytes_max, marks);
     }
 
+    /// Whether `id`'s congestion should change now that its marks moved:
+    /// `Some(true)` if it is over the high mark and not flagged, `Some(false)`
+    /// if it is flagged and at or under the low one.
+    pub(crate) fn congestion_moved(&self, id: ComponentId) -> Option<bool> {
+        let mailbox = &self.mailboxes[id.index()];
+        match mailbox.congested {
+            false if mailbox.messages >= mailbox.high => Some(true),
+            true if mailbox.messages <= mailbox.low => Some(false),
+            _ => None,
+        }
+    }
+
     /// Marks `id` congested (or not), as the node reported it.
     pub(crate) fn set_congested(&mut self, id: ComponentId, congested: bool) {
         self.mailboxes[id.index()].congested = congested;
