@@ -299,7 +299,9 @@ impl Client {
 
 /// `exchangectl USER@HOST`, for the container's log of who changed what.
 fn client_name() -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "?".into());
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "?".into());
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "?".into());
