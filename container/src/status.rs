@@ -76,39 +76,10 @@ pub fn print(endpoint: &str, timeout: Duration, json: bool) -> i32 {
     }
 }
 
-/// A status as JSON (the same keys as the control message).
+/// A status as JSON: the control message, field for field (as
+/// `exchangectl --json status` prints it).
 pub fn to_json(status: &control::NodeStatus) -> serde_json::Value {
-    let components: Vec<serde_json::Value> = status
-        .components
-        .iter()
-        .map(|c| {
-            serde_json::json!({
-                "name": c.name, "accepted": c.accepted, "handled": c.handled,
-                "bounced": c.bounced, "dropped": c.dropped, "returned": c.returned,
-                "restarts": c.restarts, "queue_len": c.queue_len, "queue_len_peak": c.queue_len_peak,
-                "effects_refused": c.effects_refused,
-                "requests_sent": c.requests_sent, "responses_received": c.responses_received,
-                "handler_p50_ns": c.handler_p50_ns, "handler_p99_ns": c.handler_p99_ns,
-                "response_p50_us": c.response_p50_us, "response_p99_us": c.response_p99_us,
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "node": status.node, "name": status.name, "components": components,
-        "node_dropped": status.node_dropped, "node_bounced": status.node_bounced,
-        "frames_in": status.frames_in, "frames_out": status.frames_out,
-        "pending_requests": status.pending_requests,
-        "awaiting_handler": status.awaiting_handler,
-        "discovery": status.discovery.as_ref().map(|d| serde_json::json!({
-            "members": d.members, "active": d.active, "life": d.life,
-            "datagrams_in": d.datagrams_in, "datagrams_out": d.datagrams_out,
-            "bytes_in": d.bytes_in, "bytes_out": d.bytes_out,
-            "refused": d.refused, "malformed": d.malformed, "send_errors": d.send_errors,
-            "ups": d.ups, "changes": d.changes, "downs": d.downs,
-            "downs_held": d.downs_held, "downs_averted": d.downs_averted,
-            "swim_errors": d.swim_errors, "unadvertised": d.unadvertised,
-        })),
-    })
+    serde_json::to_value(status).expect("control messages serialize")
 }
 
 /// A status as a table for people.
