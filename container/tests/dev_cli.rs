@@ -352,3 +352,41 @@ fn dev_serves_the_control_plane_for_every_node() {
         report["components"]["feed"]
     );
 }
+
+/// The example app with a store of `keys_max` keys that does `when_full`.
+fn small_store(when_full: &str) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.toml");
+    let toml = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../components/social.toml"),
+    )
+    .unwrap()
+    .replace(
+        "when_full = \"evict_oldest\"",
+        &format!("keys_max = 300\nwhen_full = {when_full:?}"),
+    );
+    std::fs::write(&path, toml).unwrap();
+    dev_with_report(&["--for", "2s", "--config", path.to_str().unwrap()], &[]).1
+}
+
+#[test]
+fn a_full_store_refuses_with_a_reason_the_poster_gets_or_evicts_and_runs_on() {
+    // Refusing: the store bounces a new key `quota_exceeded`; the feed relays
+    // that reason to the load generator, which gets it back.
+    let refusing = small_store("refuse");
+    let store = &refusing["components"]["store"];
+    assert!(
+        store["bounced"]["quota_exceeded"].as_u64().unwrap() > 0,
+        "{store}"
+    );
+    let loadgen = &refusing["components"]["loadgen"];
+    assert!(
+        loadgen["returned"]["quota_exceeded"].as_u64().unwrap() > 0,
+        "{loadgen}"
+    );
+    // Evicting: posts keep being stored; nothing is refused for room.
+    let evicting = small_store("evict_oldest");
+    let store = &evicting["components"]["store"];
+    assert!(store["bounced"].get("quota_exceeded").is_none(), "{store}");
+    assert!(store["bounced"].get("handler_failed").is_none(), "{store}");
+}

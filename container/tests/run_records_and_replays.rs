@@ -1,6 +1,7 @@
 //! `exchange run --record FILE`: a production container records every input
 //! its node takes (frames from other processes, timer turns, refusals, the
-//! route changes discovery makes, the drain); `exchange sim --replay FILE
+//! route changes discovery makes, a live capacity change, the drain);
+//! `exchange sim --replay FILE
 //! --config` (the same config) builds a fresh node and feeds it the same
 //! inputs, and it emits exactly what the live one did.
 
@@ -9,7 +10,9 @@ mod cluster;
 use std::process::Command;
 use std::time::Duration;
 
+use clap::Parser as _;
 use cluster::*;
+use exchange_container::ctl::Cli;
 
 fn replay(recording: &str, config: &std::path::Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_exchange"))
@@ -32,6 +35,21 @@ fn a_recorded_container_replays_exactly_from_its_config() {
         s.components[0].handled > 500
     });
     assert!(live.components[0].handled > 500);
+    // A live change through the control plane is an input like any other.
+    let endpoint = cluster.control_endpoint(FEED);
+    let set = [
+        "exchangectl",
+        "--control",
+        &endpoint,
+        "capacity",
+        "set",
+        "feed",
+    ];
+    let argv = set.iter().copied().chain(["--rate", "400"]);
+    exchange_container::ctl::run(&Cli::parse_from(argv)).unwrap();
+    cluster.wait_for(FEED, Duration::from_secs(5), |s| {
+        s.components[0].bounced.contains_key("throttled")
+    });
     for member in [LOADGEN, FEED, STORE] {
         let (status, stdout, _) = cluster.terminate(member, Duration::from_secs(3));
         assert!(status.success(), "{}: {stdout}", member.name);

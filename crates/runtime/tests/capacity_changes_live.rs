@@ -457,3 +457,45 @@ fn a_bound_moved_past_the_queue_starts_or_ends_congestion_at_once() {
     );
     assert_eq!(congestion(&mut node), vec![(false, 9, 100)]);
 }
+
+#[test]
+fn congestion_notices_never_congest_their_subscriber() {
+    /// Subscribes to the notices, with a one-message mailbox.
+    struct Listener;
+    impl Component for Listener {
+        fn start(&mut self, ctx: &mut Ctx<'_>) -> HandlerResult {
+            ctx.subscribe(CONGESTED);
+            ctx.subscribe(DECONGESTED);
+            Ok(())
+        }
+        fn handle(&mut self, _ctx: &mut Ctx<'_>, _message: &Message) -> HandlerResult {
+            Ok(())
+        }
+    }
+    let mut node = node(1);
+    node.add_component("sink", limits(1), recorder(&["work.do"], &log(), false))
+        .unwrap();
+    node.add_component("listener", limits(1), Box::new(|| Box::new(Listener)))
+        .unwrap();
+    node.add_component("pump", ComponentLimits::default(), pump(3, &log()))
+        .unwrap();
+    node.handle(T0, Input::Start);
+    node.handle(at_ms(1), Input::Timeout);
+    // The sink congests and recovers once; the listener's notices, each
+    // filling its mailbox of one, start nothing more: the node settles.
+    settle(&mut node, at_ms(1));
+    let congested = outputs(&mut node)
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                Output::Event(Event::Congestion {
+                    congested: true,
+                    ..
+                })
+            )
+        })
+        .count();
+    assert_eq!(congested, 1);
+    assert_accounted(&node);
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use exchange_circuit::{Rate, TokenBucket};
 
 use crate::ids::ComponentId;
-use crate::message::Message;
+use crate::message::{Header, Kind, Message};
 use crate::time::Time;
 
 /// What a component is given to handle, in arrival order.
@@ -58,6 +58,13 @@ const DRAIN_WINDOW_US: u64 = 100_000;
 /// …and at most this: a mark older than that spans quiet time, and starts a
 /// new measurement instead.
 const DRAIN_WINDOW_MAX_US: u64 = 1_000_000;
+
+/// A node's own publish (a congestion notice): it neither starts nor ends
+/// congestion where it is queued.
+#[inline(always)]
+fn is_notice(header: &Header) -> bool {
+    header.source.component == ComponentId::NODE && header.kind == Kind::Publish
+}
 
 /// Whether a message may join a mailbox.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -110,19 +117,23 @@ impl Mailbox {
         self.messages < self.len_max && self.bytes + size <= self.bytes_max
     }
 
-    /// Counts a message in; true if that made the mailbox congested.
+    /// Counts a message in; true if that made the mailbox congested. A
+    /// node's notice (`quiet`: a congestion publish) never does: else a small
+    /// mailbox subscribed to them would congest on the notices of its own
+    /// congestion, for ever.
     #[inline]
-    fn add(&mut self, size: usize, response: bool) -> bool {
+    fn add(&mut self, size: usize, response: bool, quiet: bool) -> bool {
         self.messages += 1;
         self.responses += usize::from(response);
         self.bytes += size;
         self.len_peak = self.len_peak.max(self.messages);
-        !self.congested && self.messages >= self.high
+        !quiet && !self.congested && self.messages >= self.high
     }
 
-    /// Counts a message out; true if that ended its congestion.
+    /// Counts a message out; true if that ended its congestion (a node's
+    /// notice never does, as it never starts one).
     #[inline]
-    fn remove(&mut self, size: usize, response: bool) -> bool {
+    fn remove(&mut self, size: usize, response: bool, quiet: bool) -> bool {
         debug_assert!(
             self.messages > 0 && self.bytes >= size,
             "uncounting {size} bytes from {self:?}"
@@ -138,7 +149,7 @@ impl Mailbox {
             self.lowered_from = self.lowered_from.min(self.messages - self.responses);
         }
         self.taken += 1;
-        self.congested && self.messages <= self.low
+        !quiet && self.congested && self.messages <= self.low
     }
 
     /// Whether what was admitted under the limits is within them (responses,
@@ -289,7 +300,9 @@ impl RunQueue {
     #[must_use]
     pub(crate) fn push_message(&mut self, id: ComponentId, size: usize, message: Message) -> bool {
         debug_assert_eq!(size, message.size_bytes());
-        let congested = self.mailboxes[id.index()].add(size, message.header.is_response());
+        let header = &message.header;
+        let quiet = is_notice(header);
+        let congested = self.mailboxes[id.index()].add(size, header.is_response(), quiet);
         self.items.push_back((id, size, Item::Message(message)));
         congested
     }
@@ -308,7 +321,9 @@ impl RunQueue {
         let (id, size, item) = self.items.pop_front()?;
         let mut decongested = false;
         if let Item::Message(message) = &item {
-            decongested = self.mailboxes[id.index()].remove(size, message.header.is_response());
+            let header = &message.header;
+            let quiet = is_notice(header);
+            decongested = self.mailboxes[id.index()].remove(size, header.is_response(), quiet);
         }
         Some((id, item, decongested))
     }
