@@ -139,7 +139,7 @@ fn component(node: &Node, name: &str) -> Result<Option<ComponentId>, control::Re
 }
 
 /// The change a `SetCapacity` asks for, for `component`.
-pub(crate) fn change_of(
+fn change_of(
     set: &control::SetCapacity,
     component: Option<ComponentId>,
     by: &str,
@@ -230,18 +230,18 @@ fn persist(path: &Path, set: &control::SetCapacity) -> std::io::Result<()> {
 /// One persisted change in the overlay file (`[[capacity]]`).
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct OverlayEntry {
+struct OverlayEntry {
     /// The component; empty: every component of the container.
     #[serde(default)]
-    pub(crate) component: String,
+    component: String,
     #[serde(default)]
-    pub(crate) network: bool,
-    pub(crate) mailbox_len_max: Option<u64>,
-    pub(crate) mailbox_bytes_max: Option<u64>,
-    pub(crate) rate: Option<u64>,
-    pub(crate) burst: Option<u64>,
-    pub(crate) in_flight_max: Option<u64>,
-    pub(crate) dispatch_per_turn_max: Option<u64>,
+    network: bool,
+    mailbox_len_max: Option<u64>,
+    mailbox_bytes_max: Option<u64>,
+    rate: Option<u64>,
+    burst: Option<u64>,
+    in_flight_max: Option<u64>,
+    dispatch_per_turn_max: Option<u64>,
 }
 
 impl From<&control::SetCapacity> for OverlayEntry {
