@@ -129,11 +129,16 @@ fn members_names_and_refusals_read_as_documented() {
     for member in APP {
         cluster.start(member, "");
     }
+    // Every member knows the other two (membership spreads in a few probe
+    // periods), and the app works.
+    for member in APP {
+        cluster.wait_for(member, Duration::from_secs(20), |s| members_of(s) == 2);
+    }
     cluster.wait_for(LOADGEN, Duration::from_secs(20), |s| {
-        s.discovery.as_ref().is_some_and(|d| d.members.len() == 2)
-            && s.components[0].responses_received > 0
+        s.components[0].responses_received > 0
     });
     let members = ctl(&cluster, FEED, &["members"]).unwrap();
+    assert_eq!(members.lines().count(), 5, "{members}");
     for (line, member) in members.lines().skip(1).zip([FEED, STORE, LOADGEN]) {
         assert!(line.starts_with(&format!("n{}", member.id)), "{members}");
         assert!(
