@@ -11,6 +11,7 @@ use rustc_hash::FxHashMap;
 use smallvec::SmallVec;
 
 use crate::ids::{ComponentId, Name, NodeId};
+use crate::message::Horizon;
 
 /// Where the router sends a message routed by name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +32,18 @@ pub enum Locality {
     Network,
     /// Elsewhere.
     Remote,
+}
+
+/// Whether a node at `locality` is within `horizon`: `process` reaches no
+/// other node, `host` the nodes on this host, `network` (the default) those
+/// on this network, `global` every node.
+pub(crate) fn within(horizon: Horizon, locality: Locality) -> bool {
+    match horizon {
+        Horizon::Process => false,
+        Horizon::Host => locality == Locality::Host,
+        Horizon::Network | Horizon::Unspecified => locality <= Locality::Network,
+        Horizon::Global => true,
+    }
 }
 
 /// What the router knows of a remote node for choosing among handlers.
@@ -305,35 +318,49 @@ impl Router {
         }
     }
 
-    /// Picks one handler of `name`: a local one if any (shortest queue by
-    /// `queue_len`), else the nearest, least loaded remote one, in turn among
-    /// equals.
+    /// Picks one handler of `name` within `horizon`: a local one if any
+    /// (shortest queue by `queue_len`), else the nearest, least loaded remote
+    /// one, in turn among equals. `Err(None)`: no handler at all;
+    /// `Err(Some(node))`: handlers only beyond the horizon, `node` the nearest.
     pub(crate) fn pick(
         &mut self,
         route: RouteId,
         queue_len: impl Fn(ComponentId) -> usize,
-    ) -> Option<Destination> {
+        horizon: Horizon,
+    ) -> Result<Destination, Option<NodeId>> {
         let route = &mut self.routes[route.0 as usize];
         if let Some(local) = pick_local(&route.local_handlers, queue_len) {
-            return Some(Destination::Local(local));
+            return Ok(Destination::Local(local));
         }
-        let info = |node: &NodeId| self.nodes.get(node).copied().unwrap_or_default().rank();
+        let info = |node: &NodeId| self.nodes.get(node).copied().unwrap_or_default();
+        let within = |node: &NodeId| within(horizon, info(node).locality);
+        let rank = |node: &NodeId| info(node).rank();
         let node = match route.remote_handlers.as_slice() {
-            [] => return None,
-            [only] => *only,
+            [] => return Err(None),
+            [only] if within(only) => *only,
             many => {
-                let best = many.iter().map(info).min().expect("several");
-                let equals = many.iter().filter(|node| info(node) == best).count();
-                let turn = route.next_remote % equals;
+                let Some(best) = many.iter().filter(|n| within(n)).map(rank).min() else {
+                    return Err(many.iter().min_by_key(|n| rank(n)).copied());
+                };
+                let equals = |node: &&NodeId| within(node) && rank(node) == best;
+                let turn = route.next_remote % many.iter().filter(equals).count();
                 route.next_remote = route.next_remote.wrapping_add(1);
                 *many
                     .iter()
-                    .filter(|node| info(node) == best)
+                    .filter(equals)
                     .nth(turn)
                     .expect("within the count")
             }
         };
-        Some(Destination::Remote(node))
+        Ok(Destination::Remote(node))
+    }
+
+    /// Whether a remote node is within `horizon` of this one.
+    pub fn reaches(&self, node: NodeId, horizon: Horizon) -> bool {
+        within(
+            horizon,
+            self.nodes.get(&node).copied().unwrap_or_default().locality,
+        )
     }
 
     /// Picks a local handler only (for messages that came from another node:
@@ -396,19 +423,25 @@ mod tests {
         router.add_remote_handler("kv.get", NodeId(3));
         assert!(!router.add_remote_handler("kv.get", NodeId(3)));
         let get = router.lookup("kv.get").unwrap();
-        let picks: Vec<_> = (0..3).map(|_| router.pick(get, |_| 0)).collect();
+        let picks: Vec<_> = (0..3)
+            .map(|_| router.pick(get, |_| 0, Horizon::Global))
+            .collect();
         assert_eq!(
             picks,
             [
-                Some(Destination::Remote(NodeId(2))),
-                Some(Destination::Remote(NodeId(3))),
-                Some(Destination::Remote(NodeId(2)))
+                Ok(Destination::Remote(NodeId(2))),
+                Ok(Destination::Remote(NodeId(3))),
+                Ok(Destination::Remote(NodeId(2)))
             ]
         );
         router.add_local_handler("kv.get", ComponentId(0));
         router.add_local_handler("kv.get", ComponentId(1));
-        let shortest = router.pick(get, |c| if c == ComponentId(0) { 5 } else { 1 });
-        assert_eq!(shortest, Some(Destination::Local(ComponentId(1))));
+        let shortest = router.pick(
+            get,
+            |c| if c == ComponentId(0) { 5 } else { 1 },
+            Horizon::Global,
+        );
+        assert_eq!(shortest, Ok(Destination::Local(ComponentId(1))));
         assert_eq!(router.lookup("kv.put"), None);
         assert!(router.remove_remote_handler("kv.get", NodeId(2)));
         assert_eq!(router.local_names(), vec![Name::new("kv.get")]);
@@ -426,18 +459,60 @@ mod tests {
         router.set_node_info(NodeId(3), info(Locality::Network, 2));
         router.set_node_info(NodeId(4), info(Locality::Network, 2));
         let get = router.lookup("kv.get").unwrap();
-        let picks: Vec<_> = (0..4).map(|_| router.pick(get, |_| 0)).collect();
-        let remote = |n| Some(Destination::Remote(NodeId(n)));
+        let picks: Vec<_> = (0..4)
+            .map(|_| router.pick(get, |_| 0, Horizon::Global))
+            .collect();
+        let remote = |n| Ok(Destination::Remote(NodeId(n)));
         assert_eq!(picks, [remote(3), remote(4), remote(3), remote(4)]);
         router.set_node_info(NodeId(2), info(Locality::Host, 64));
-        assert_eq!(router.pick(get, |_| 0), remote(2));
+        assert_eq!(router.pick(get, |_| 0, Horizon::Global), remote(2));
         router.remove_node(NodeId(2));
         router.remove_node(NodeId(3));
         router.remove_node(NodeId(4));
-        assert_eq!(router.pick(get, |_| 0), remote(1));
+        assert_eq!(router.pick(get, |_| 0, Horizon::Global), remote(1));
         assert!(router.has_handler("kv.get"));
         router.remove_node(NodeId(1));
         assert!(!router.has_handler("kv.get"));
+    }
+
+    #[test]
+    fn a_horizon_keeps_the_pick_within_it_and_names_the_nearest_beyond() {
+        let mut router = Router::default();
+        for node in 1..=3 {
+            router.add_remote_handler("kv.get", NodeId(node));
+        }
+        let info = |locality| NodeInfo { locality, load: 0 };
+        router.set_node_info(NodeId(1), info(Locality::Remote));
+        router.set_node_info(NodeId(2), info(Locality::Network));
+        router.set_node_info(NodeId(3), info(Locality::Remote));
+        let get = router.lookup("kv.get").unwrap();
+        let pick = |router: &mut Router, horizon| router.pick(get, |_| 0, horizon);
+        let remote = |n| Ok(Destination::Remote(NodeId(n)));
+        assert_eq!(
+            pick(&mut router, Horizon::Unspecified),
+            remote(2),
+            "network"
+        );
+        assert_eq!(pick(&mut router, Horizon::Host), Err(Some(NodeId(2))));
+        assert_eq!(pick(&mut router, Horizon::Process), Err(Some(NodeId(2))));
+        router.remove_node(NodeId(2));
+        assert_eq!(pick(&mut router, Horizon::Network), Err(Some(NodeId(1))));
+        let mut global: Vec<_> = (0..2).map(|_| pick(&mut router, Horizon::Global)).collect();
+        global.sort_by_key(|picked| format!("{picked:?}"));
+        assert_eq!(
+            global,
+            [remote(1), remote(3)],
+            "in turn, beyond the network"
+        );
+        router.add_local_handler("kv.get", ComponentId(0));
+        let local = Ok(Destination::Local(ComponentId(0)));
+        assert_eq!(
+            pick(&mut router, Horizon::Process),
+            local,
+            "local is within any"
+        );
+        assert!(router.reaches(NodeId(1), Horizon::Global));
+        assert!(!router.reaches(NodeId(1), Horizon::Network));
     }
 
     #[test]

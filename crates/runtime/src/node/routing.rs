@@ -14,7 +14,7 @@ use super::{Node, State};
 use crate::codec::encode_header_into;
 use crate::ctx::Effect;
 use crate::ids::{ComponentId, NodeId, validate_name};
-use crate::message::{BounceReason, Header, Kind, Message};
+use crate::message::{BounceReason, Header, Horizon, Kind, Message};
 use crate::router::{Destination, RouteChange, RouteId};
 use crate::stats::DropReason;
 use crate::transport::Transmit;
@@ -122,10 +122,15 @@ impl Node {
         }
         let queue = &self.queue;
         let queue_len = |c: ComponentId| queue.len_of(c);
-        match route.and_then(|route| self.router.pick(route, queue_len)) {
-            Some(Destination::Local(component)) => self.deliver_local(component, message),
-            Some(Destination::Remote(node)) => self.transmit(node, message),
-            None => {
+        let horizon = message.header.horizon;
+        let picked = route.map_or(Err(None), |route| {
+            self.router.pick(route, queue_len, horizon)
+        });
+        match picked {
+            Ok(Destination::Local(component)) => self.deliver_local(component, message),
+            Ok(Destination::Remote(node)) => self.transmit(node, message),
+            Err(Some(beyond)) => self.beyond_horizon(message, beyond),
+            Err(None) => {
                 if let Err(message) = self.await_handler(message) {
                     let detail = "no component handles this name";
                     self.refuse_at_node(message, BounceReason::NoHandler, detail);
@@ -134,11 +139,36 @@ impl Node {
         }
     }
 
+    /// Every handler of the message's name is beyond its horizon: it goes
+    /// back `HorizonExceeded`, naming the horizon and the nearest handler.
+    #[cold]
+    fn beyond_horizon(&mut self, message: Message, nearest: NodeId) {
+        let horizon = match message.header.horizon {
+            Horizon::Unspecified => Horizon::Network,
+            horizon => horizon,
+        };
+        let detail = format!(
+            "every handler is beyond the horizon {}; the nearest is n{}",
+            horizon
+                .as_str_name()
+                .trim_start_matches("HORIZON_")
+                .to_lowercase(),
+            nearest.0
+        );
+        self.refuse_at_node(message, BounceReason::HorizonExceeded, &detail);
+    }
+
     fn publish(&mut self, message: Message, route: Option<RouteId>) {
         let (local, remote) =
             route.map_or((&[][..], &[][..]), |route| self.router.subscribers(route));
         let local: SmallVec<[ComponentId; 4]> = local.iter().copied().collect();
-        let remote: SmallVec<[NodeId; 4]> = remote.iter().copied().collect();
+        // Subscribers beyond the publish's horizon are not its audience.
+        let horizon = message.header.horizon;
+        let remote: SmallVec<[NodeId; 4]> = remote
+            .iter()
+            .copied()
+            .filter(|node| self.router.reaches(*node, horizon))
+            .collect();
         if local.is_empty() && remote.is_empty() {
             if let Some(slot) = self.slots.get_mut(message.header.source.component.index()) {
                 slot.stats.published_unheard += 1;
