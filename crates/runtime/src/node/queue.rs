@@ -60,7 +60,8 @@ const DRAIN_WINDOW_US: u64 = 100_000;
 const DRAIN_WINDOW_MAX_US: u64 = 1_000_000;
 
 /// A node's own publish (a congestion notice): it neither starts nor ends
-/// congestion where it is queued.
+/// congestion where it is queued — else a small mailbox subscribed to the
+/// notices would congest on the notice of its own congestion, for ever.
 #[inline(always)]
 fn is_notice(header: &Header) -> bool {
     header.source.component == ComponentId::NODE && header.kind == Kind::Publish
@@ -117,23 +118,22 @@ impl Mailbox {
         self.messages < self.len_max && self.bytes + size <= self.bytes_max
     }
 
-    /// Counts a message in; true if that made the mailbox congested. A
-    /// node's notice (`quiet`: a congestion publish) never does: else a small
-    /// mailbox subscribed to them would congest on the notices of its own
-    /// congestion, for ever.
+    /// Counts a message in; true if that reached the congestion mark (the
+    /// caller decides whether it made the mailbox congested: a node's notice
+    /// never does, see [`is_notice`]).
     #[inline]
-    fn add(&mut self, size: usize, response: bool, quiet: bool) -> bool {
+    fn add(&mut self, size: usize, response: bool) -> bool {
         self.messages += 1;
         self.responses += usize::from(response);
         self.bytes += size;
         self.len_peak = self.len_peak.max(self.messages);
-        !quiet && !self.congested && self.messages >= self.high
+        !self.congested && self.messages >= self.high
     }
 
-    /// Counts a message out; true if that ended its congestion (a node's
-    /// notice never does, as it never starts one).
+    /// Counts a message out; true if that reached the low mark while
+    /// congested (the caller decides, as for [`Mailbox::add`]).
     #[inline]
-    fn remove(&mut self, size: usize, response: bool, quiet: bool) -> bool {
+    fn remove(&mut self, size: usize, response: bool) -> bool {
         debug_assert!(
             self.messages > 0 && self.bytes >= size,
             "uncounting {size} bytes from {self:?}"
@@ -149,7 +149,7 @@ impl Mailbox {
             self.lowered_from = self.lowered_from.min(self.messages - self.responses);
         }
         self.taken += 1;
-        !quiet && self.congested && self.messages <= self.low
+        self.congested && self.messages <= self.low
     }
 
     /// Whether what was admitted under the limits is within them (responses,
@@ -300,9 +300,8 @@ impl RunQueue {
     #[must_use]
     pub(crate) fn push_message(&mut self, id: ComponentId, size: usize, message: Message) -> bool {
         debug_assert_eq!(size, message.size_bytes());
-        let header = &message.header;
-        let quiet = is_notice(header);
-        let congested = self.mailboxes[id.index()].add(size, header.is_response(), quiet);
+        let marked = self.mailboxes[id.index()].add(size, message.header.is_response());
+        let congested = marked && !is_notice(&message.header);
         self.items.push_back((id, size, Item::Message(message)));
         congested
     }
@@ -321,9 +320,8 @@ impl RunQueue {
         let (id, size, item) = self.items.pop_front()?;
         let mut decongested = false;
         if let Item::Message(message) = &item {
-            let header = &message.header;
-            let quiet = is_notice(header);
-            decongested = self.mailboxes[id.index()].remove(size, header.is_response(), quiet);
+            let marked = self.mailboxes[id.index()].remove(size, message.header.is_response());
+            decongested = marked && !is_notice(&message.header);
         }
         Some((id, item, decongested))
     }
