@@ -72,6 +72,23 @@ fn one_per_turn(node: &mut exchange_runtime::Node) {
     node.handle(T0, Input::Capacity(budget));
 }
 
+/// The congestion events the node hands out until its timeout: (congested,
+/// queue length, bound).
+fn congestion(node: &mut exchange_runtime::Node) -> Vec<(bool, usize, usize)> {
+    outputs(node)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Event(Event::Congestion {
+                congested,
+                queue_len,
+                limit,
+                ..
+            }) => Some((congested, queue_len, limit)),
+            _ => None,
+        })
+        .collect()
+}
+
 fn at_ms(ms: u64) -> exchange_runtime::Time {
     T0 + Duration::from_millis(ms)
 }
@@ -308,19 +325,7 @@ fn congestion_is_published_at_the_high_mark_and_cleared_at_the_low() {
     node.handle(at_ms(1), Input::Timeout);
     node.handle(at_ms(1), Input::Run);
     assert_eq!(node.queue_len(sink), 9);
-    let congestion: Vec<_> = outputs(&mut node)
-        .into_iter()
-        .filter_map(|o| match o {
-            Output::Event(Event::Congestion {
-                congested,
-                queue_len,
-                limit,
-                ..
-            }) => Some((congested, queue_len, limit)),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(congestion, vec![(true, 8, 10)], "once, at 80%");
+    assert_eq!(congestion(&mut node), vec![(true, 8, 10)], "once, at 80%");
     settle(&mut node, at_ms(1));
     let seen = seen.borrow();
     let names: Vec<_> = seen.iter().map(|(name, _)| name.as_str()).collect();
@@ -431,20 +436,6 @@ fn a_bound_moved_past_the_queue_starts_or_ends_congestion_at_once() {
     node.handle(at_ms(1), Input::Timeout);
     node.handle(at_ms(1), Input::Run);
     assert_eq!(node.queue_len(sink), 9);
-    let congestion = |node: &mut exchange_runtime::Node| -> Vec<(bool, usize, usize)> {
-        outputs(node)
-            .into_iter()
-            .filter_map(|o| match o {
-                Output::Event(Event::Congestion {
-                    congested,
-                    queue_len,
-                    limit,
-                    ..
-                }) => Some((congested, queue_len, limit)),
-                _ => None,
-            })
-            .collect()
-    };
     assert_eq!(congestion(&mut node), vec![]);
     node.handle(
         at_ms(1),
@@ -484,18 +475,7 @@ fn congestion_notices_never_congest_their_subscriber() {
     // The sink congests and recovers once; the listener's notices, each
     // filling its mailbox of one, start nothing more: the node settles.
     settle(&mut node, at_ms(1));
-    let congested = outputs(&mut node)
-        .iter()
-        .filter(|o| {
-            matches!(
-                o,
-                Output::Event(Event::Congestion {
-                    congested: true,
-                    ..
-                })
-            )
-        })
-        .count();
+    let congested = congestion(&mut node).iter().filter(|(c, _, _)| *c).count();
     assert_eq!(congested, 1);
     assert_accounted(&node);
 }
